@@ -1,0 +1,174 @@
+"""Training: `fit` yields one flat dict of metrics per epoch; `evaluate` gives the same metrics on any split.
+
+    run = fit(model, splits, epochs=10, batch_size=64, lr=1e-3)
+    for metrics in run:                 # {"epoch": 1, "train_loss": ..., "val_loss": ..., "val_mse": ...}
+        torch.save(run.state(), "state.pt")
+    fit(model, splits, epochs=20, batch_size=64, lr=1e-3, start=torch.load("state.pt"))  # goes on at epoch 11
+
+The loss is recon_weight x MSE(reconstruction) + (1 - recon_weight) x the heads' loss (cross-entropy for
+the classifier, MSE of x[t+1] for the predictor), so the default 0.5 is the study's average of the two.
+It knows nothing of where it runs: sweeps, notebooks and tests all drive it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lstm_ae.data import Split, Splits
+from lstm_ae.model import LSTMAutoencoder
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int  # the total to reach, counting the epochs of a `start` state
+    batch_size: int
+    lr: float
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    recon_weight: float = 0.5  # share of the reconstruction loss when a head adds its own
+    seed: int = 0  # batch order
+
+    def __post_init__(self):
+        problems = [
+            (self.epochs < 0, f"epochs must be 0 or more, got {self.epochs}"),
+            (self.batch_size < 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (not self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (not self.grad_clip >= 0, f"grad_clip must be 0 (off) or positive, got {self.grad_clip}"),
+            (not 0 <= self.recon_weight <= 1, f"recon_weight must be within [0, 1], got {self.recon_weight}"),
+        ]
+        for failed, message in problems:
+            if failed:
+                raise ValueError(message)
+
+
+def losses(model: LSTMAutoencoder, x: torch.Tensor, y: torch.Tensor | None, recon_weight: float) -> dict:
+    """The batch's losses as tensors: `loss` (to minimise), `mse`, and `ce`/`accuracy`/`pred_mse` per head."""
+    out = model(x)
+    parts = {"mse": F.mse_loss(out.reconstruction, x)}
+    if out.logits is not None:
+        parts["ce"] = F.cross_entropy(out.logits, y)
+        parts["accuracy"] = (out.logits.argmax(dim=1) == y).float().mean()
+    if out.prediction is not None:
+        parts["pred_mse"] = F.mse_loss(out.prediction[:, :-1], x[:, 1:])
+    heads = [parts[k] for k in ("ce", "pred_mse") if k in parts]
+    if heads:
+        parts["loss"] = recon_weight * parts["mse"] + (1 - recon_weight) * torch.stack(heads).mean()
+    else:
+        parts["loss"] = parts["mse"]
+    return parts
+
+
+@torch.no_grad()
+def evaluate(model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, batch_size: int = 1024) -> dict:
+    """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed)."""
+    model.eval()
+    device = next(model.parameters()).device
+    totals = _Totals()
+    for start in range(0, len(split), batch_size):
+        x = split.x[start : start + batch_size].to(device)
+        y = None if split.y is None else split.y[start : start + batch_size].to(device)
+        totals.add(losses(model, x, y, recon_weight), len(x))
+    return totals.means()
+
+
+class Fit:
+    """An iterator over epochs: each step trains one epoch, evaluates on validation and returns the metrics."""
+
+    def __init__(self, model: LSTMAutoencoder, splits: Splits, hp: Hyperparameters, device=None, start=None):
+        self.hp = hp
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
+        # Data lives on the device whole; batches are index slices (a per-sample Dataset costs more than the model).
+        self.train = _to(splits.train, self.device)
+        self.val = _to(splits.val, self.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr)
+        self.generator = torch.Generator().manual_seed(hp.seed)
+        self.epoch = 0
+        if start is not None:
+            self.load_state(start)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.epoch >= self.hp.epochs:
+            raise StopIteration
+        train_metrics = self._train_epoch()
+        self.epoch += 1
+        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight)
+        return {
+            "epoch": self.epoch,
+            **{f"train_{k}": v for k, v in train_metrics.items()},
+            **{f"val_{k}": v for k, v in val_metrics.items()},
+        }
+
+    def state(self) -> dict:
+        """What a checkpoint needs to continue exactly: tensors and numbers only (loadable with weights_only).
+        The tensors are the live ones: save them before the next epoch."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.generator.set_state(state["rng"])
+
+    def _train_epoch(self) -> dict:
+        self.model.train()
+        totals = _Totals()
+        order = torch.randperm(len(self.train), generator=self.generator).to(self.device)
+        for batch in order.split(self.hp.batch_size):
+            y = None if self.train.y is None else self.train.y[batch]
+            parts = losses(self.model, self.train.x[batch], y, self.hp.recon_weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if self.hp.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp.grad_clip)
+            self.optimizer.step()
+            totals.add(parts, len(batch))
+        return totals.means()
+
+
+def fit(
+    model: LSTMAutoencoder,
+    splits: Splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    grad_clip: float = 0.0,
+    recon_weight: float = 0.5,
+    seed: int = 0,
+    device=None,
+    start: dict | None = None,
+) -> Fit:
+    """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step."""
+    hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed)
+    return Fit(model, splits, hp, device=device, start=start)
+
+
+class _Totals:
+    """Sums of batch means weighted by batch size, kept as tensors so the device is not synced every batch."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, parts: dict, n: int) -> None:
+        for key, value in parts.items():
+            self.sums[key] = self.sums.get(key, 0) + value.detach() * n
+        self.count += n
+
+    def means(self) -> dict:
+        return {key: float(total) / self.count for key, total in self.sums.items()}
+
+
+def _to(split: Split, device: torch.device) -> Split:
+    return Split(split.x.to(device), None if split.y is None else split.y.to(device))

@@ -1,0 +1,58 @@
+"""Small data files in the real formats (MNIST IDX, S&P 500 CSV), written by the tests themselves."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def write_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    """IDX files under root/MNIST/raw/ as torchvision expects; digit d is a bright bar on rows 2d+3..2d+5,
+    over noise, so a model can learn both to reconstruct and to classify them."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for train, n in ((True, n_train), (False, n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for image, digit in zip(images, labels):
+            image[2 * digit + 3 : 2 * digit + 6, 4:24] = 255
+        images_name, labels_name = MNIST_FILES[train]
+        (raw / images_name).write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+        (raw / labels_name).write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+    return root
+
+
+def stock_prices(tickers=("AAA", "BBB", "CCC", "DDD", "EEE"), start="2013-12-16", end="2018-01-12", seed=0):
+    """Long table (date, ticker, high) of positive random walks on business days, wider than 2014-2017."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, end)
+    rows = []
+    for i, ticker in enumerate(tickers):
+        high = (20 + 10 * i) * np.exp(np.cumsum(rng.normal(0, 0.01, len(dates))))
+        rows.append(pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "ticker": ticker, "high": high.round(2)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def write_stocks(path: Path, prices: pd.DataFrame, layout: str = "kaggle") -> Path:
+    """Write `prices` in Kaggle's all_stocks_5yr.csv layout or the course file's; gzipped if path ends in .gz."""
+    table = prices.assign(open=prices.high - 1, low=prices.high - 2, close=prices.high - 0.5, volume=1000)
+    if layout == "kaggle":
+        table = table.rename(columns={"ticker": "Name"})[["date", "open", "high", "low", "close", "volume", "Name"]]
+    else:
+        table = table.rename(columns={"ticker": "symbol"})[["symbol", "date", "open", "high", "low", "close", "volume"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)  # pandas gzips when the name ends in .gz
+    return path
+
+
+def business_days(start="2014-01-01", end="2017-12-31") -> int:
+    return len(pd.bdate_range(start, end))

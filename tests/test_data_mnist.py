@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from lstm_ae.data import DataError, mnist
+
+
+@pytest.mark.parametrize("view, shape", [("rows", (28, 28)), ("pixels", (784, 1))])
+def test_views_shapes_and_scale(mnist_root, view, shape):
+    splits = mnist.load(mnist_root, view=view, val_size=100, download=False)
+    assert splits.train.x.shape == (500, *shape) and splits.val.x.shape == (100, *shape)
+    assert splits.test.x.shape == (200, *shape)
+    assert splits.train.x.dtype == torch.float32
+    assert 0 <= splits.train.x.min() and splits.train.x.max() == 1
+    assert splits.train.y.dtype == torch.int64 and set(splits.test.y.tolist()) <= set(range(10))
+    assert splits.num_classes == 10
+
+
+def test_rows_and_pixels_are_the_same_images(mnist_root):
+    rows = mnist.load(mnist_root, view="rows", val_size=100, download=False)
+    pixels = mnist.load(mnist_root, view="pixels", val_size=100, download=False)
+    assert torch.equal(rows.val.x.reshape(100, -1), pixels.val.x.reshape(100, -1))
+    assert torch.equal(rows.val.y, pixels.val.y)
+
+
+def test_train_val_split_is_seeded_and_disjoint(mnist_root):
+    a = mnist.load(mnist_root, val_size=100, seed=3, download=False)
+    b = mnist.load(mnist_root, val_size=100, seed=3, download=False)
+    c = mnist.load(mnist_root, val_size=100, seed=4, download=False)
+    assert torch.equal(a.val.x, b.val.x) and not torch.equal(a.val.x, c.val.x)
+    train = {tuple(img.flatten().tolist()) for img in a.train.x}
+    assert not any(tuple(img.flatten().tolist()) in train for img in a.val.x)
+
+
+def test_raw_keeps_uint8_until_scaled(mnist_root):
+    raw = mnist.load(mnist_root, val_size=100, download=False, raw=True)
+    assert raw.train.x.dtype == torch.uint8
+    scaled = mnist.scale(raw)
+    assert torch.equal(scaled.test.x, mnist.load(mnist_root, val_size=100, download=False).test.x)
+
+
+def test_missing_files_name_the_folder_and_the_files(tmp_path):
+    with pytest.raises(DataError) as error:
+        mnist.load(tmp_path, download=False)
+    message = str(error.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in mnist.RAW_FILES:
+        assert name in message
+
+
+def test_unknown_view(mnist_root):
+    with pytest.raises(ValueError, match="unknown MNIST view"):
+        mnist.load(mnist_root, view="columns", download=False)

@@ -1,0 +1,109 @@
+import io
+import math
+
+import pytest
+import torch
+
+from lstm_ae.data import Split, Splits, mnist, synthetic
+from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import evaluate, fit, losses
+
+
+@pytest.fixture(scope="module")
+def signals():
+    return synthetic.load(n=600, seed=0)
+
+
+def model_for(splits, **heads):
+    return LSTMAutoencoder.from_config({"input_size": splits.train.x.shape[-1], "hidden_size": 16, **heads}, seed=0)
+
+
+def test_a_few_epochs_lower_the_validation_loss(signals):
+    model = model_for(signals)
+    initial = evaluate(model, signals.val)["loss"]
+    history = list(fit(model, signals, epochs=8, batch_size=32, lr=1e-2, grad_clip=1.0, device="cpu"))
+    assert [m["epoch"] for m in history] == list(range(1, 9))
+    assert history[-1]["val_loss"] < 0.7 * initial
+    assert history[-1]["val_loss"] == history[-1]["val_mse"]  # no head: the loss is the MSE
+
+
+def test_metrics_per_head(mnist_root):
+    splits = mnist.load(mnist_root, val_size=100, download=False)
+    classify = next(iter(fit(model_for(splits, num_classes=10), splits, epochs=1, batch_size=64, lr=1e-2)))
+    assert {"train_ce", "train_accuracy", "val_ce", "val_accuracy"} <= set(classify)
+    assert classify["val_loss"] == pytest.approx(0.5 * classify["val_mse"] + 0.5 * classify["val_ce"])
+    signals = synthetic.load(n=100)
+    predict = next(iter(fit(model_for(signals, predict_next=True), signals, epochs=1, batch_size=32, lr=1e-2, recon_weight=0.7)))
+    assert predict["val_loss"] == pytest.approx(0.7 * predict["val_mse"] + 0.3 * predict["val_pred_mse"])
+    assert "val_accuracy" not in predict
+
+
+def test_losses_by_hand():
+    model = LSTMAutoencoder(1, 4, predict_next=True)
+    x = torch.rand(5, 7, 1)
+    out = model(x)
+    parts = losses(model, x, None, recon_weight=0.25)
+    mse = ((out.reconstruction - x) ** 2).mean()
+    pred = ((out.prediction[:, :-1] - x[:, 1:]) ** 2).mean()
+    assert parts["mse"].item() == pytest.approx(mse.item())
+    assert parts["pred_mse"].item() == pytest.approx(pred.item())
+    assert parts["loss"].item() == pytest.approx(0.25 * mse.item() + 0.75 * pred.item())
+
+
+def test_evaluate_is_the_mean_over_the_whole_split(signals):
+    model = model_for(signals)
+    whole = evaluate(model, signals.val, batch_size=10_000)["mse"]
+    batched = evaluate(model, signals.val, batch_size=7)["mse"]
+    assert batched == pytest.approx(whole, rel=1e-5)
+
+
+def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals):
+    kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu")
+    straight = list(fit(model_for(signals), signals, epochs=4, **kwargs))
+
+    first_half = fit(model_for(signals), signals, epochs=2, **kwargs)
+    list(first_half)
+    saved = io.BytesIO()
+    torch.save(first_half.state(), saved)
+    saved.seek(0)
+    state = torch.load(saved, weights_only=True)  # what a checkpoint reader does
+    fresh = LSTMAutoencoder.from_config(model_for(signals).config, seed=123)  # other weights, overwritten
+    second_half = list(fit(fresh, signals, epochs=4, start=state, **kwargs))
+
+    assert [m["epoch"] for m in second_half] == [3, 4]
+    assert second_half == straight[2:]
+
+
+def test_batch_order_depends_on_the_seed(signals):
+    runs = [list(fit(model_for(signals), signals, epochs=1, batch_size=32, lr=1e-2, seed=s)) for s in (0, 0, 1)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_gradient_clipping_bounds_the_step():
+    # With clipping at a tiny norm, one SGD-like Adam step moves weights far less than without.
+    splits = Splits(Split(torch.rand(64, 10, 1) * 5), Split(torch.rand(8, 10, 1)), Split(torch.rand(8, 10, 1)))
+    moved = {}
+    for clip in (0.0, 1e-6):
+        model = LSTMAutoencoder.from_config({"input_size": 1, "hidden_size": 4}, seed=0)
+        before = [p.detach().clone() for p in model.parameters()]
+        list(fit(model, splits, epochs=1, batch_size=64, lr=1e-3, grad_clip=clip))
+        moved[clip] = sum((p - b).abs().sum().item() for p, b in zip(model.parameters(), before))
+    # Adam normalises the step, so clipping shows only through the moment estimates' epsilon: still smaller.
+    assert moved[1e-6] < moved[0.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": 0}, "lr must be positive"),
+        ({"lr": math.nan}, "lr must be positive"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": -1}, "epochs"),
+        ({"grad_clip": -1}, "grad_clip"),
+        ({"recon_weight": 1.5}, "recon_weight"),
+    ],
+)
+def test_impossible_hyperparameters_are_refused(signals, kwargs, message):
+    args = {"epochs": 1, "batch_size": 32, "lr": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit(model_for(signals), signals, **args)
