@@ -4,9 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-# Ray stays on this machine: no usage reports, and the embedded cluster binds to 127.0.0.1 only.
+# Ray sends no usage reports (the command line and the tests also keep their own Ray on 127.0.0.1).
 export RAY_USAGE_STATS_ENABLED := 0
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
 .PHONY: demo test install clean
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lstm_ae.data import Split, Splits
-from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.model import LSTMAutoencoder, Output
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,8 @@ class Hyperparameters:
                 raise ValueError(message)
 
 
-def losses(model: LSTMAutoencoder, x: torch.Tensor, y: torch.Tensor | None, recon_weight: float) -> dict:
+def losses(out: Output, x: torch.Tensor, y: torch.Tensor | None, recon_weight: float) -> dict:
     """The batch's losses as tensors: `loss` (to minimise), `mse`, and `ce`/`accuracy`/`pred_mse` per head."""
-    out = model(x)
     parts = {"mse": F.mse_loss(out.reconstruction, x)}
     if out.logits is not None:
         parts["ce"] = F.cross_entropy(out.logits, y)
@@ -61,16 +60,36 @@ def losses(model: LSTMAutoencoder, x: torch.Tensor, y: torch.Tensor | None, reco
 
 
 @torch.no_grad()
-def evaluate(model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, batch_size: int = 1024) -> dict:
-    """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed)."""
+def evaluate(model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, normalizer=None, batch_size: int = 1024) -> dict:
+    """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed).
+
+    With the split's `normalizer` (S&P 500: `splits.meta["normalizer"]["val"]`), also the mean absolute errors
+    in the data's original units, `mae_original` and `pred_mae_original`: dollars, comparable across normalisers.
+    """
     model.eval()
     device = next(model.parameters()).device
     totals = _Totals()
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device)
-        y = None if split.y is None else split.y[start : start + batch_size].to(device)
-        totals.add(losses(model, x, y, recon_weight), len(x))
+        rows = slice(start, start + len(x))
+        y = None if split.y is None else split.y[rows].to(device)
+        out = model(x)
+        parts = losses(out, x, y, recon_weight)
+        if normalizer is not None:
+            parts.update(_errors_in_original_units(out, x, normalizer, rows))
+        totals.add(parts, len(x))
     return totals.means()
+
+
+def _errors_in_original_units(out: Output, x: torch.Tensor, normalizer, rows: slice) -> dict:
+    def original(values: torch.Tensor) -> torch.Tensor:
+        return normalizer.invert(values.cpu(), rows)  # the normaliser's parameters live on the CPU
+
+    truth = original(x)
+    errors = {"mae_original": (original(out.reconstruction) - truth).abs().mean()}
+    if out.prediction is not None:
+        errors["pred_mae_original"] = (original(out.prediction)[:, :-1] - truth[:, 1:]).abs().mean()
+    return errors
 
 
 class Fit:
@@ -83,6 +102,7 @@ class Fit:
         # Data lives on the device whole; batches are index slices (a per-sample Dataset costs more than the model).
         self.train = _to(splits.train, self.device)
         self.val = _to(splits.val, self.device)
+        self.val_normalizer = splits.meta.get("normalizer", {}).get("val")  # S&P 500: errors in dollars too
         self.optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr)
         self.generator = torch.Generator().manual_seed(hp.seed)
         self.epoch = 0
@@ -97,7 +117,7 @@ class Fit:
             raise StopIteration
         train_metrics = self._train_epoch()
         self.epoch += 1
-        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight)
+        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight, self.val_normalizer)
         return {
             "epoch": self.epoch,
             **{f"train_{k}": v for k, v in train_metrics.items()},
@@ -126,7 +146,8 @@ class Fit:
         order = torch.randperm(len(self.train), generator=self.generator).to(self.device)
         for batch in order.split(self.hp.batch_size):
             y = None if self.train.y is None else self.train.y[batch]
-            parts = losses(self.model, self.train.x[batch], y, self.hp.recon_weight)
+            x = self.train.x[batch]
+            parts = losses(self.model(x), x, y, self.hp.recon_weight)
             self.optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if self.hp.grad_clip > 0:

@@ -42,7 +42,7 @@ def test_losses_by_hand():
     model = LSTMAutoencoder(1, 4, predict_next=True)
     x = torch.rand(5, 7, 1)
     out = model(x)
-    parts = losses(model, x, None, recon_weight=0.25)
+    parts = losses(out, x, None, recon_weight=0.25)
     mse = ((out.reconstruction - x) ** 2).mean()
     pred = ((out.prediction[:, :-1] - x[:, 1:]) ** 2).mean()
     assert parts["mse"].item() == pytest.approx(mse.item())
@@ -107,3 +107,20 @@ def test_impossible_hyperparameters_are_refused(signals, kwargs, message):
     args = {"epochs": 1, "batch_size": 32, "lr": 1e-3, **kwargs}
     with pytest.raises(ValueError, match=message):
         fit(model_for(signals), signals, **args)
+
+
+def test_stock_errors_in_dollars_are_computed_through_the_normaliser(stocks_csv):
+    from lstm_ae.data import snp500
+
+    splits = snp500.load(stocks_csv, seq_len=50, normalize="first")
+    model = LSTMAutoencoder.from_config({"input_size": 1, "hidden_size": 8, "predict_next": True}, seed=0)
+    normalizer = splits.meta["normalizer"]["val"]
+    metrics = evaluate(model, splits.val, normalizer=normalizer, batch_size=7)
+    out = model(splits.val.x)
+    dollars = normalizer.invert(splits.val.x)
+    expected = (normalizer.invert(out.reconstruction) - dollars).abs().mean().item()
+    expected_pred = (normalizer.invert(out.prediction)[:, :-1] - dollars[:, 1:]).abs().mean().item()
+    assert metrics["mae_original"] == pytest.approx(expected, rel=1e-4)
+    assert metrics["pred_mae_original"] == pytest.approx(expected_pred, rel=1e-4)
+    first_epoch = next(iter(fit(model, splits, epochs=1, batch_size=32, lr=1e-3)))
+    assert "val_pred_mae_original" in first_epoch and "train_pred_mae_original" not in first_epoch

@@ -46,3 +46,10 @@ def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int
 def seeded_permutation(n: int, seed: int) -> torch.Tensor:
     """The same permutation of range(n) for the same seed on any machine (CPU generator)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def head(splits: Splits, train: int | None = None, val: int | None = None, test: int | None = None) -> Splits:
+    """The first `train`/`val`/`test` sequences of each split (None keeps a split whole): small data for quick runs."""
+    sizes = {"train": train, "val": val, "test": test}
+    parts = {name: Split(part.x[: sizes[name]], None if part.y is None else part.y[: sizes[name]]) for name, part in splits.items()}
+    return Splits(parts["train"], parts["val"], parts["test"], meta=splits.meta)

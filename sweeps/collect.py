@@ -1,0 +1,90 @@
+"""A sweep's results as two tables, from the files alone (finished, interrupted or still running):
+
+- `trials.parquet`: one row per trial: `trial_id`, `config/<name>`, `status`, `stopped_early`, `diverged`,
+  `epochs`, `best_<metric>` and `last_<metric>` for every metric, `wall_time_s`, `node_id`, `error`;
+- `metrics.parquet`: one row per trial and epoch: `trial_id`, `epoch` and the metrics.
+
+Ray Tune's own files are read through `ExperimentAnalysis`; an epoch reported twice (a trial restarted from
+an earlier checkpoint reports the epochs after it again) is kept once, as last reported.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from ray.tune import ExperimentAnalysis
+
+from sweeps import storage
+
+TRIALS_FILE = "trials.parquet"
+METRICS_FILE = "metrics.parquet"
+HIGHER_IS_BETTER = ("accuracy",)  # metric names containing these are maximised; all others are errors
+
+
+def best(metric: str, values: pd.Series):
+    return values.max() if any(word in metric for word in HIGHER_IS_BETTER) else values.min()
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(("train_", "val_"))]
+
+
+def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    analysis = ExperimentAnalysis(sweep_dir)
+    rows, metrics = [], []
+    for trial in analysis.trials:
+        history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()))
+        metrics.append(history.assign(trial_id=trial.trial_id))
+        rows.append(_trial_row(trial, history))
+    trials = pd.DataFrame(rows).sort_values("trial_id", ignore_index=True) if rows else pd.DataFrame()
+    per_epoch = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
+    columns = ["trial_id", "epoch", *metric_columns(per_epoch), "node_id", "time_total_s"]
+    return trials, per_epoch.reindex(columns=[c for c in columns if c in per_epoch.columns])
+
+
+def _epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty or "epoch" not in frame:
+        return pd.DataFrame(columns=["epoch"])
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def _trial_row(trial, history: pd.DataFrame) -> dict:
+    config = {f"config/{k}": v for k, v in trial.config.items()}
+    epochs = int(history["epoch"].max()) if len(history) else 0
+    diverged = bool(history["diverged"].any()) if "diverged" in history else False
+    finished = trial.status == "TERMINATED"
+    row = {
+        "trial_id": trial.trial_id,
+        **config,
+        "status": trial.status,
+        # Ray marks a trial ASHA stopped as TERMINATED, like one that ran its budget: the epochs tell them apart.
+        "stopped_early": finished and not diverged and epochs < trial.config["epochs"],
+        "diverged": diverged,
+        "epochs": epochs,
+        "wall_time_s": float(history["time_total_s"].max()) if "time_total_s" in history and len(history) else 0.0,
+        "node_id": history["node_id"].iloc[-1] if "node_id" in history and len(history) else None,
+        "error": _error(trial),
+        "path": trial.path,
+    }
+    for column in metric_columns(history):
+        values = history[column].dropna()
+        row[f"best_{column}"] = best(column, values) if len(values) else float("nan")
+        row[f"last_{column}"] = history[column].iloc[-1] if len(history) else float("nan")
+    return row
+
+
+def _error(trial) -> str | None:
+    """The last line of the trial's error file (its exception), where it failed."""
+    if trial.status != "ERROR":
+        return None
+    try:
+        text = storage.read_bytes(storage.join(trial.path, "error.txt")).decode(errors="replace").strip()
+        return text.splitlines()[-1] if text else "error (no message)"
+    except OSError:
+        return "error (no error.txt)"
+
+
+def write_tables(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, metrics = collect(sweep_dir)
+    storage.write_parquet(storage.join(sweep_dir, TRIALS_FILE), trials)
+    storage.write_parquet(storage.join(sweep_dir, METRICS_FILE), metrics)
+    return trials, metrics

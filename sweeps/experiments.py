@@ -1,0 +1,200 @@
+"""The experiments, as data: each entry says how to build its data, which heads the model has, what to sweep,
+which metric to optimise, and two presets: `quick` (small data, few epochs: the demo, tests and CI) and `paper`
+(the original study's budgets). Adding an experiment is adding an entry to EXPERIMENTS; the tests pick it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ray import tune
+
+from lstm_ae.data import Splits, head, mnist, snp500, synthetic
+
+
+@dataclass(frozen=True)
+class DataSource:
+    load: Callable[..., Splits]  # (path, seed, **kwargs), in the driver: what is shipped to every trial
+    prepare: Callable[[Splits], Splits] = lambda splits: splits  # in the trial, e.g. MNIST's uint8 -> floats
+    path: str | None = None  # what --data means for this source; None where no file is needed
+    default_path: str | None = None
+
+
+SOURCES = {
+    "synthetic": DataSource(load=lambda path, seed, **kw: synthetic.load(seed=seed, **kw)),
+    # MNIST is shipped as uint8 (4x smaller in the object store) and scaled inside each trial.
+    "mnist": DataSource(
+        load=lambda path, seed, **kw: mnist.load(path, seed=seed, raw=True, **kw),
+        prepare=mnist.scale,
+        path="the folder holding MNIST/raw/ (downloaded there by torchvision when missing)",
+        default_path="data",
+    ),
+    "snp500": DataSource(
+        load=lambda path, seed, **kw: snp500.load(path, seed=seed, **kw),
+        path="the S&P 500 CSV: Kaggle's all_stocks_5yr.csv or the course's 'SP 500 Stock Prices 2014-2017.csv', plain or gzipped",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    epochs: int
+    grace_period: int  # ASHA lets every trial run this many epochs before it may stop it
+    checkpoint_every: int  # epochs between checkpoints (the last epoch is always checkpointed)
+    loader: dict = field(default_factory=dict)  # loader arguments on top of the experiment's
+    limit: dict = field(default_factory=dict)  # first N sequences of train/val/test, for small data
+    grid: dict = field(default_factory=dict)  # grid values on top of the experiment's (e.g. smaller models)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    source: str  # a key of SOURCES
+    grid: dict  # the study's grid: hyperparameter -> values
+    fixed: dict  # hyperparameters not swept, at the study's values
+    metric: str  # what ASHA, Optuna and the best-trial choice optimise
+    mode: str  # "min" or "max"
+    presets: dict
+    heads: dict = field(default_factory=dict)  # LSTMAutoencoder arguments: num_classes, predict_next
+    loader: dict = field(default_factory=dict)  # loader arguments
+    data_params: tuple = ()  # hyperparameters that change the data (built once per value, in the driver)
+    optuna_ranges: dict = field(default_factory=dict)  # overrides of the standard ranges below
+
+    def grid_for(self, preset: str) -> dict:
+        return {**self.grid, **self.presets[preset].grid}
+
+    def optuna_space(self, grid: dict) -> dict:
+        """Optuna's ranges over the swept hyperparameters: hidden over the grid's span, lr log-uniform
+        1e-4..1e-2, clip 0..5, batch {32, 64, 128}, recon_weight over the grid's span, choices as they are."""
+        return {name: self.optuna_ranges.get(name) or _standard_range(name, values) for name, values in grid.items()}
+
+    def load(self, path, seed: int, preset: str, **data_params) -> Splits:
+        p = self.presets[preset]
+        splits = SOURCES[self.source].load(path, seed, **{**self.loader, **p.loader, **data_params})
+        return head(splits, **p.limit) if p.limit else splits
+
+
+def _standard_range(name: str, values: list):
+    if name == "hidden_size":
+        return tune.randint(min(values), max(values) + 1)
+    if name == "lr":
+        return tune.loguniform(1e-4, 1e-2)
+    if name == "grad_clip":
+        return tune.uniform(0.0, 5.0)
+    if name == "batch_size":
+        return tune.choice([32, 64, 128])
+    if name == "recon_weight":
+        return tune.uniform(min(values), max(values))
+    return tune.choice(list(values))
+
+
+_MNIST_ROWS_GRID = {"hidden_size": [20, 64, 128], "lr": [1e-3, 5e-3], "batch_size": [32, 128]}
+_MNIST_QUICK = dict(loader={"val_size": 1000}, limit={"train": 2000, "val": 500, "test": 500})
+_STOCKS_QUICK = dict(limit={"train": 600, "val": 200, "test": 200})
+
+EXPERIMENTS = {
+    e.name: e
+    for e in [
+        Experiment(
+            name="synthetic",
+            description="synthetic signals (50 steps, an 11-point dip), reconstruction",
+            source="synthetic",
+            grid={"batch_size": [32, 64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0], "hidden_size": [10, 25, 40]},
+            fixed={},
+            metric="val_mse",
+            mode="min",
+            # The study kept z smaller than the 50-step sequence on purpose: no identity mapping to learn.
+            optuna_ranges={"hidden_size": tune.randint(10, 50)},
+            presets={
+                "quick": Preset(epochs=12, grace_period=3, checkpoint_every=3, loader={"n": 1000}),
+                "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
+            },
+        ),
+        Experiment(
+            name="mnist-rows",
+            description="MNIST row by row (28 steps of 28 pixels), reconstruction",
+            source="mnist",
+            loader={"view": "rows"},
+            grid=_MNIST_ROWS_GRID,
+            fixed={"grad_clip": 1.0},
+            metric="val_mse",
+            mode="min",
+            presets={
+                "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
+                "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
+            },
+        ),
+        Experiment(
+            name="mnist-rows-classify",
+            description="MNIST row by row, reconstruction + classification of the digit from z",
+            source="mnist",
+            loader={"view": "rows"},
+            heads={"num_classes": 10},
+            grid=_MNIST_ROWS_GRID,
+            fixed={"grad_clip": 1.0, "recon_weight": 0.5},
+            metric="val_accuracy",
+            mode="max",
+            presets={
+                "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
+                "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
+            },
+        ),
+        Experiment(
+            name="mnist-pixels-classify",
+            description="MNIST pixel by pixel (784 steps of 1 pixel), reconstruction + classification: the long one",
+            source="mnist",
+            loader={"view": "pixels"},
+            heads={"num_classes": 10},
+            grid={"hidden_size": [100, 150, 300], "lr": [1e-3, 1e-2], "recon_weight": [0.5, 0.7]},
+            fixed={"batch_size": 128, "grad_clip": 1.0},
+            # Accuracy, not the loss: the loss's mix changes with recon_weight, so losses do not compare.
+            metric="val_accuracy",
+            mode="max",
+            presets={
+                # 784 steps make every model expensive on a CPU: the quick grid uses small ones.
+                "quick": Preset(
+                    epochs=2,
+                    grace_period=1,
+                    checkpoint_every=1,
+                    loader={"val_size": 1000},
+                    limit={"train": 512, "val": 256, "test": 256},
+                    grid={"hidden_size": [16, 32]},
+                ),
+                # The pixel-by-pixel runs only start to learn after several epochs: a long grace period.
+                "paper": Preset(epochs=10, grace_period=5, checkpoint_every=1),
+            },
+        ),
+        Experiment(
+            name="snp500-reconstruct",
+            description="S&P 500 daily highs (53-day sequences, the study's normaliser), reconstruction",
+            source="snp500",
+            loader={"normalize": "study"},
+            grid={"hidden_size": [40, 80, 120, 160], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]},
+            fixed={"batch_size": 32},
+            metric="val_mse",
+            mode="min",
+            presets={
+                "quick": Preset(epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK),
+                "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
+            },
+        ),
+        Experiment(
+            name="snp500-predict",
+            description="S&P 500 daily highs, reconstruction + next-day prediction (causal predictor)",
+            source="snp500",
+            heads={"predict_next": True},
+            grid={"hidden_size": [60, 120], "lr": [1e-3, 1e-2], "normalize": ["study", "first"]},
+            fixed={"batch_size": 32, "grad_clip": 1.0},
+            data_params=("normalize",),
+            # In dollars: normalised errors do not compare across the two normalisers swept.
+            metric="val_pred_mae_original",
+            mode="min",
+            presets={
+                "quick": Preset(epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK),
+                "paper": Preset(epochs=3000, grace_period=100, checkpoint_every=20),
+            },
+        ),
+    ]
+}

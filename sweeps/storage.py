@@ -1,0 +1,74 @@
+"""Where sweeps live: a local folder or a URI of shared storage (s3://, gs://, an NFS path), through pyarrow's
+file systems. Files are written whole under a temporary name, then renamed: a crash or a full disk never
+leaves half a Parquet file where a reader would take it for the real one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import pandas as pd
+import pyarrow.fs
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def absolute(path_or_uri: str) -> str:
+    """A URI stays as it is; a local path becomes absolute (Ray Tune wants absolute storage paths)."""
+    return path_or_uri if "://" in path_or_uri else os.path.abspath(os.path.expanduser(path_or_uri))
+
+
+def _fs(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    return pyarrow.fs.FileSystem.from_uri(absolute(location))
+
+
+def exists(location: str) -> bool:
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def make_dirs(location: str) -> None:
+    fs, path = _fs(location)
+    fs.create_dir(path, recursive=True)
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = _fs(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.readall()
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    fs, path = _fs(location)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        fs.move(temporary, path)
+    except BaseException:
+        if fs.get_file_info(temporary).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_file(temporary)
+        raise
+
+
+def write_json(location: str, value: dict) -> None:
+    write_bytes(location, json.dumps(value, indent=2, default=str).encode())
+
+
+def read_json(location: str) -> dict:
+    return json.loads(read_bytes(location))
+
+
+def write_parquet(location: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_bytes(location, buffer.getvalue())
+
+
+def read_parquet(location: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(read_bytes(location)))

@@ -1,0 +1,66 @@
+"""The trial: the only code that runs inside Ray Tune's workers.
+
+Read the config, build the data and the model, continue from the last checkpoint when Ray restarts the
+trial, then loop over `lstm_ae.train.fit`, reporting every epoch and checkpointing every few.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+
+import ray
+import torch
+from ray import tune
+
+from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import fit
+from sweeps import checkpoints
+from sweeps.experiments import EXPERIMENTS, SOURCES
+
+
+def data_key(config: dict) -> tuple:
+    """Which of the shipped data sets a trial uses: one per value of the experiment's data hyperparameters."""
+    return tuple(config[name] for name in EXPERIMENTS[config["experiment"]].data_params)
+
+
+def train(config: dict, datasets: dict) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
+    # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
+    torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    experiment = EXPERIMENTS[config["experiment"]]
+    splits = SOURCES[experiment.source].prepare(datasets[data_key(config)])
+    model_config = {"input_size": splits.train.x.shape[-1], "hidden_size": config["hidden_size"], **experiment.heads}
+    model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
+
+    start, history = None, []
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            start, history = checkpoints.load(folder)
+
+    run = fit(
+        model,
+        splits,
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        lr=config["lr"],
+        grad_clip=config.get("grad_clip", 0.0),
+        recon_weight=config.get("recon_weight", 0.5),
+        seed=config["seed"],
+        start=start,
+    )
+    node_id = ray.get_runtime_context().get_node_id()
+    for metrics in run:
+        history.append(metrics)
+        diverged = not math.isfinite(metrics["train_loss"])
+        report = {**metrics, "node_id": node_id, "diverged": diverged}
+        if diverged or metrics["epoch"] == config["epochs"] or metrics["epoch"] % config["checkpoint_every"] == 0:
+            # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
+            with tempfile.TemporaryDirectory() as folder:
+                checkpoints.save(folder, run.state(), model_config, history)
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(report)
+        if diverged:  # a NaN loss never recovers: end the trial, with the reason in its metrics
+            return
