@@ -7,8 +7,8 @@ from lstm_ae.data import DataError, mnist
 @pytest.mark.parametrize("view, shape", [("rows", (28, 28)), ("pixels", (784, 1))])
 def test_views_shapes_and_scale(mnist_root, view, shape):
     splits = mnist.load(mnist_root, view=view, val_size=100, download=False)
-    assert splits.train.x.shape == (500, *shape) and splits.val.x.shape == (100, *shape)
-    assert splits.test.x.shape == (200, *shape)
+    assert splits.train.x.shape == (2900, *shape) and splits.val.x.shape == (100, *shape)
+    assert splits.test.x.shape == (500, *shape)
     assert splits.train.x.dtype == torch.float32
     assert 0 <= splits.train.x.min() and splits.train.x.max() == 1
     assert splits.train.y.dtype == torch.int64 and set(splits.test.y.tolist()) <= set(range(10))

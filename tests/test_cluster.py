@@ -1,0 +1,87 @@
+"""Sweeps on more than one Ray node, and the cluster configuration: real raylets on loopback."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SMALL_GRID = ["--set", "hidden_size=10", "--set", "batch_size=64", "--epochs", "3", "--no-report"]
+
+
+def test_cluster_yaml_passes_rays_validation():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    assert config["available_node_types"]["gpu_worker"]["min_workers"] == 0
+    text = (ROOT / "cluster.yaml").read_text().lower()
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in commands if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
+    assert "0.0.0.0" not in yaml.safe_dump(config)  # no port opened to every address
+    assert not any(word in text for word in ("aws_access_key", "aws_secret", "password"))
+
+
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        args = ["run", "synthetic", "--address", cluster.address, "--storage", tmp_path, "--name", "two-nodes", *SMALL_GRID]
+        done = subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        cluster.shutdown()
+    trials = pd.read_parquet(tmp_path / "two-nodes" / "trials.parquet")
+    assert len(trials) == 4 and (trials.status == "TERMINATED").all()
+    assert trials.node_id.nunique() == 2  # trials ran on the head and on the second node
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """`ray start --head` on loopback with token authentication, as cluster.yaml starts a cluster's head,
+    with the project's `sweeps` on its PATH."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    dashboard = _free_port()
+    ray = shutil.which("ray", path=str(VENV_BIN))
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    start = [ray, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}"]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_readme_job_submission(head_node, tmp_path):
+    env, dashboard = head_node
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the dashboard refuses requests without the token
+        urllib.request.urlopen(f"{dashboard}/api/jobs/", timeout=10)
+    assert refused.value.code == 401
+    storage = tmp_path / "shared"
+    submit = ["ray", "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+              "sweeps", "run", "synthetic", "--address", "auto", "--storage", str(storage), "--name", "submitted", *SMALL_GRID]
+    done = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "succeeded" in done.stdout
+    trials = pd.read_parquet(storage / "submitted" / "trials.parquet")
+    assert len(trials) == 4 and (trials.status == "TERMINATED").all()

@@ -1,0 +1,141 @@
+"""The registry and the checks a sweep goes through before Ray starts (no Ray cluster is started here)."""
+
+import subprocess
+import sys
+
+import pytest
+from ray import tune
+
+from sweeps.__main__ import main
+from sweeps.experiments import EXPERIMENTS
+from sweeps.run import Sweep, SweepError, build_datasets, prepare
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_entry_is_complete(name):
+    entry = EXPERIMENTS[name]
+    assert set(entry.presets) == {"quick", "paper"}
+    assert entry.mode in ("min", "max") and entry.metric.startswith("val_")
+    for preset in entry.presets.values():
+        assert 0 < preset.grace_period <= preset.epochs and preset.checkpoint_every >= 1
+    assert set(entry.optuna_space(entry.grid)) == set(entry.grid)
+    Sweep(name).validate()
+    Sweep(name, preset="paper", search="optuna").validate()
+
+
+def test_the_study_grids():
+    synthetic = Sweep("synthetic", preset="paper").param_space()
+    assert synthetic["batch_size"] == tune.grid_search([32, 64]) and synthetic["hidden_size"] == tune.grid_search([10, 25, 40])
+    assert synthetic["epochs"] == 1000 and synthetic["seed"] == 0
+    pixels = Sweep("mnist-pixels-classify", preset="paper").param_space()
+    assert pixels["batch_size"] == 128 and pixels["grad_clip"] == 1.0
+    assert pixels["recon_weight"] == tune.grid_search([0.5, 0.7])
+
+
+def test_optuna_ranges():
+    space = Sweep("synthetic", search="optuna").param_space()
+    assert (space["hidden_size"].lower, space["hidden_size"].upper) == (10, 50)  # randint: 10..49
+    assert (space["lr"].lower, space["lr"].upper) == (1e-4, 1e-2)
+    assert (space["grad_clip"].lower, space["grad_clip"].upper) == (0.0, 5.0)
+    assert space["batch_size"].categories == [32, 64, 128]
+    rows = Sweep("mnist-rows", search="optuna").param_space()
+    assert (rows["hidden_size"].lower, rows["hidden_size"].upper) == (20, 129)
+    assert Sweep("snp500-predict", search="optuna").param_space()["normalize"].categories == ["study", "first"]
+
+
+def test_set_pins_or_sweeps_a_hyperparameter():
+    sweep = Sweep("synthetic", overrides={"hidden_size": [16], "lr": [1e-3, 3e-3, 1e-2], "recon_weight": [0.5]})
+    space = sweep.param_space()
+    assert space["hidden_size"] == 16 and "hidden_size" not in sweep.grid()
+    assert space["lr"] == tune.grid_search([1e-3, 3e-3, 1e-2])
+    assert space["recon_weight"] == 0.5
+
+
+def test_grid_repeats_differ_by_seed():
+    assert Sweep("synthetic", num_samples=3, seed=7).param_space()["seed"] == tune.grid_search([7, 8, 9])
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        (Sweep("nope"), "unknown experiment 'nope'"),
+        (Sweep("synthetic", preset="huge"), "unknown preset 'huge'"),
+        (Sweep("synthetic", search="random"), "unknown search"),
+        (Sweep("synthetic", overrides={"lr": [0.0]}), "lr must be positive"),
+        (Sweep("synthetic", overrides={"lr": [-1e-3, 1e-3]}), "lr must be positive"),
+        (Sweep("synthetic", overrides={"hidden_size": [0]}), "hidden_size must be at least 1"),
+        (Sweep("synthetic", overrides={"hidden_size": [2.5]}), "hidden_size must be a whole number"),
+        (Sweep("synthetic", overrides={"batch_size": [0]}), "batch_size must be at least 1"),
+        (Sweep("synthetic", overrides={"recon_weight": [1.5]}), "recon_weight must be within"),
+        (Sweep("synthetic", overrides={"dropout": [0.1]}), "unknown hyperparameter 'dropout'"),
+        (Sweep("synthetic", epochs=0), "--epochs must be at least 1"),
+        (Sweep("synthetic", gpus_per_trial=0.3), "--gpus-per-trial must be 0, 1/k"),
+        (Sweep("synthetic", gpus_per_trial=1.5), "--gpus-per-trial must be 0, 1/k"),
+        (Sweep("synthetic", cpus_per_trial=0), "--cpus-per-trial must be positive"),
+    ],
+)
+def test_impossible_sweeps_are_refused(sweep, message):
+    with pytest.raises(SweepError, match=message):
+        sweep.validate()
+
+
+@pytest.mark.parametrize("gpus", [0, 0.5, 0.25, 0.125, 1, 2])
+def test_gpu_shares_that_pack_whole_trials(gpus):
+    Sweep("synthetic", gpus_per_trial=gpus).validate()
+
+
+def test_data_problems_are_sweep_errors(tmp_path):
+    with pytest.raises(SweepError, match="needs --data"):
+        build_datasets(Sweep("snp500-predict"))
+    with pytest.raises(SweepError, match="not found"):
+        build_datasets(Sweep("snp500-predict", data=str(tmp_path / "missing.csv")))
+    with pytest.raises(SweepError, match="MNIST files not found"):
+        build_datasets(Sweep("mnist-rows", data=str(tmp_path)))
+
+
+def test_data_is_built_once_per_value_of_the_data_hyperparameters(stocks_csv):
+    datasets = build_datasets(Sweep("snp500-predict", data=str(stocks_csv)))
+    assert set(datasets) == {("study",), ("first",)}
+    assert datasets[("first",)].meta["normalizer"]["kind"] == "first"
+    assert list(build_datasets(Sweep("synthetic"))) == [()]
+
+
+def test_sweep_folder_names_stay_inside_storage(tmp_path):
+    for name in ("../x", "a/b", "/abs", ".hidden"):
+        with pytest.raises(SweepError, match="must be letters"):
+            prepare(Sweep("synthetic"), str(tmp_path), name)
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_existing_sweep_is_not_overwritten(tmp_path):
+    sweep_dir, _ = prepare(Sweep("synthetic"), str(tmp_path), "once")
+    before = (tmp_path / "once" / "sweep.json").read_bytes()
+    with pytest.raises(SweepError, match="already holds a sweep"):
+        prepare(Sweep("synthetic", seed=3), str(tmp_path), "once")
+    assert (tmp_path / "once" / "sweep.json").read_bytes() == before
+
+
+def test_unwritable_storage(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the storage folder should be")
+    with pytest.raises(SweepError, match="cannot write to the storage path"):
+        prepare(Sweep("synthetic"), str(blocked), "x")
+
+
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    assert main(["run", "nope", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sweeps: error: unknown experiment 'nope'") and "\n" not in err
+    assert main(["run", "synthetic", "--set", "lr=0", "--storage", str(tmp_path)]) == 2
+    assert "lr must be positive" in capsys.readouterr().err
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_as_a_user_runs_it():
+    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
+    listing = subprocess.run([sys.executable, "-m", "sweeps", "list"], capture_output=True, text=True, check=True).stdout
+    for name in EXPERIMENTS:
+        assert name in listing

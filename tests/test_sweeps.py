@@ -1,0 +1,135 @@
+"""Real sweeps on a real local Ray, at tiny scale."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from sweeps import checkpoints
+from sweeps.experiments import EXPERIMENTS
+from sweeps.run import Sweep, run
+
+
+def sweeps_cli(*args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def data_for(name, mnist_root, stocks_csv):
+    return {"mnist": mnist_root, "snp500": stocks_csv}.get(EXPERIMENTS[name].source)
+
+
+def latest_checkpoint(trial_path) -> Path:
+    return max(Path(trial_path).glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def check_tables(sweep_dir, expected_trials):
+    trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
+    metrics = pd.read_parquet(Path(sweep_dir) / "metrics.parquet")
+    assert len(trials) == expected_trials and trials.trial_id.is_unique
+    assert not metrics.duplicated(["trial_id", "epoch"]).any()
+    assert set(metrics.trial_id) == set(trials.trial_id)
+    for trial in trials.itertuples():
+        epochs = metrics[metrics.trial_id == trial.trial_id].epoch.tolist()
+        assert epochs == list(range(1, trial.epochs + 1))  # every epoch exactly once
+    return trials, metrics
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, stocks_csv):
+    data = data_for(name, mnist_root, stocks_csv)
+    sweep = Sweep(name, epochs=2, data=str(data) if data else None)
+    sweep_dir = run(sweep, str(tmp_path), "quick")
+    grid_size = 1
+    for values in sweep.grid().values():
+        grid_size *= len(values)
+    trials, metrics = check_tables(sweep_dir, grid_size)
+    entry = EXPERIMENTS[name]
+    assert (trials.status == "TERMINATED").all(), trials.error.tolist()
+    assert trials[f"best_{entry.metric}"].notna().all() and entry.metric in metrics
+    assert trials.node_id.notna().all()
+    record = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    assert record["sweep"]["experiment"] == name and record["versions"]["ray"] == ray.__version__
+
+    # A checkpoint is model.pt + metrics.parquet, read back with weights_only.
+    trial = trials.sort_values("epochs").iloc[-1]
+    state, history = checkpoints.load(latest_checkpoint(trial.path))
+    assert state["epoch"] == trial.epochs and [m["epoch"] for m in history] == list(range(1, trial.epochs + 1))
+    assert state["model_config"]["hidden_size"] == trial["config/hidden_size"]
+    assert set(state) >= {"model", "optimizer", "rng", "model_config"}
+
+
+def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
+    done = sweeps_cli("run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(tmp_path / "grid", 24)
+    assert 0 < trials.stopped_early.sum() < 24
+    assert (trials[~trials.stopped_early].epochs == 12).all()
+    assert (trials[trials.stopped_early].epochs < 12).all()
+    assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+    assert "24 trials of synthetic" in done.stdout and "best so far: val_mse" in done.stdout
+    record = json.loads((tmp_path / "grid" / "sweep.json").read_text())
+    assert record["command"].startswith("sweeps run synthetic --preset quick")
+    status = sweeps_cli("status", tmp_path / "grid")
+    assert status.returncode == 0 and "24 trials" in status.stdout
+
+
+def test_optuna_search_is_seeded(local_ray, tmp_path):
+    configs = []
+    for name in ("a", "b"):
+        sweep = Sweep("synthetic", search="optuna", num_samples=4, epochs=1, seed=3, max_concurrent=1, overrides={"batch_size": [64]})
+        trials = pd.read_parquet(Path(run(sweep, str(tmp_path), name)) / "trials.parquet")
+        assert len(trials) == 4
+        configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
+    assert configs[0] == configs[1]
+    assert all(10 <= h < 50 and 1e-4 <= lr <= 1e-2 for lr, h, _ in configs[0])
+
+
+def _epochs_reported(trial_dir: Path) -> list[int]:
+    result = trial_dir / "result.json"
+    return [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line.strip()] if result.exists() else []
+
+
+def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
+    args = ["run", "synthetic", "--storage", tmp_path, "--name", "killed", "--no-early-stop", "--set", "hidden_size=10,25",
+            "--set", "batch_size=32", "--epochs", "12"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", *map(str, args)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    sweep_dir = tmp_path / "killed"
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill once two trials have finished and others are under way
+        reported = {d: _epochs_reported(d) for d in sweep_dir.glob("train_*") if d.is_dir()}
+        if sum(12 in epochs for epochs in reported.values()) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, with no chance to clean up
+    driver.wait()
+    at_kill = {d.name: (_epochs_reported(d), list(d.glob("checkpoint_*"))) for d in sweep_dir.glob("train_*")}
+    assert sum(12 in epochs for epochs, _ in at_kill.values()) >= 2
+    assert any(12 not in epochs for epochs, _ in at_kill.values())  # and some were not finished
+
+    done = sweeps_cli("resume", sweep_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 8)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 12).all()
+    for trial in trials.itertuples():
+        name = Path(trial.path).name
+        epochs_before, had_checkpoint = at_kill.get(name, ([], []))
+        after = _epochs_reported(Path(trial.path))
+        if 12 in epochs_before or had_checkpoint:
+            assert after.count(1) == 1, f"{name} ran again from scratch: {after}"
+        if 12 in epochs_before:
+            assert after == list(range(1, 13)), f"{name} had finished, yet ran again: {after}"
