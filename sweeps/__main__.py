@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
@@ -63,20 +62,35 @@ def run_sweep(args) -> None:
         epochs=args.epochs,
         overrides=dict(args.set),
     )
-    command = shlex.join(["sweeps", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
-    sweep_dir, datasets = run.prepare(sweep, args.storage, args.name, command)
+    sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
     run.start_ray(args.address)
     run.fit(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
-    _summary(sweep_dir)
+    _finish(sweep_dir, args.no_report)
 
 
 def resume_sweep(args) -> None:
-    from sweeps import run
+    from sweeps import run, storage
 
-    sweep_dir = run.storage.absolute(args.path)
+    sweep_dir = storage.absolute(args.path)
     run.load_sweep(sweep_dir)  # fails before Ray starts if this is not a sweep
     run.start_ray(args.address)
-    _summary(run.resume(sweep_dir))
+    _finish(run.resume(sweep_dir), args.no_report)
+
+
+def report(args) -> None:
+    from sweeps import storage
+    from sweeps.report import write_report
+
+    sweep_dir = storage.absolute(args.path)
+    print(f"report: {write_report(sweep_dir, args.top)}")
+
+
+def _finish(sweep_dir: str, no_report: bool) -> None:
+    _summary(sweep_dir)
+    if not no_report:
+        from sweeps.report import write_report
+
+        print(f"report: {write_report(sweep_dir)}")
 
 
 def status(args) -> None:
@@ -159,6 +173,12 @@ def parser() -> argparse.ArgumentParser:
     resumer.set_defaults(command=resume_sweep)
     resumer.add_argument("path", help="the sweep's folder")
     resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
+    resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+    reporter = commands.add_parser("report", help="figures and report.md of a sweep, from its files")
+    reporter.set_defaults(command=report)
+    reporter.add_argument("path", help="the sweep's folder")
+    reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
 
     stat = commands.add_parser("status", help="trials finished, running, stopped early or errored, and the best so far")
     stat.set_defaults(command=status)

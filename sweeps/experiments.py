@@ -61,6 +61,7 @@ class Experiment:
     loader: dict = field(default_factory=dict)  # loader arguments
     data_params: tuple = ()  # hyperparameters that change the data (built once per value, in the driver)
     optuna_ranges: dict = field(default_factory=dict)  # overrides of the standard ranges below
+    figures: tuple = ()  # the study's figures for this experiment: names of sweeps.report.EXPERIMENT_FIGURES
 
     def grid_for(self, preset: str) -> dict:
         return {**self.grid, **self.presets[preset].grid}
@@ -99,6 +100,7 @@ EXPERIMENTS = {
     for e in [
         Experiment(
             name="synthetic",
+            figures=("signals", "losses", "reconstructions"),
             description="synthetic signals (50 steps, an 11-point dip), reconstruction",
             source="synthetic",
             grid={"batch_size": [32, 64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0], "hidden_size": [10, 25, 40]},
@@ -114,6 +116,7 @@ EXPERIMENTS = {
         ),
         Experiment(
             name="mnist-rows",
+            figures=("digits", "losses"),
             description="MNIST row by row (28 steps of 28 pixels), reconstruction",
             source="mnist",
             loader={"view": "rows"},
@@ -128,6 +131,7 @@ EXPERIMENTS = {
         ),
         Experiment(
             name="mnist-rows-classify",
+            figures=("digits", "losses", "accuracy", "confusion"),
             description="MNIST row by row, reconstruction + classification of the digit from z",
             source="mnist",
             loader={"view": "rows"},
@@ -143,6 +147,7 @@ EXPERIMENTS = {
         ),
         Experiment(
             name="mnist-pixels-classify",
+            figures=("digits", "losses", "accuracy", "confusion"),
             description="MNIST pixel by pixel (784 steps of 1 pixel), reconstruction + classification: the long one",
             source="mnist",
             loader={"view": "pixels"},
@@ -168,6 +173,7 @@ EXPERIMENTS = {
         ),
         Experiment(
             name="snp500-reconstruct",
+            figures=("prices", "stock_reconstructions", "losses"),
             description="S&P 500 daily highs (53-day sequences, the study's normaliser), reconstruction",
             source="snp500",
             loader={"normalize": "study"},
@@ -182,6 +188,7 @@ EXPERIMENTS = {
         ),
         Experiment(
             name="snp500-predict",
+            figures=("losses", "forecasts"),
             description="S&P 500 daily highs, reconstruction + next-day prediction (causal predictor)",
             source="snp500",
             heads={"predict_next": True},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -200,9 +201,11 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
     return tune.Tuner(trainable(sweep, datasets), param_space=sweep.param_space(), tune_config=tune_config, run_config=run_config)
 
 
-def prepare(sweep: Sweep, storage_path: str, name: str | None, command: str | None = None) -> tuple[str, dict]:
+def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
     """Check the sweep, build its data and claim its folder: all before Ray starts."""
     sweep.validate()
+    if sweep.data:
+        sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
     name = name or f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_PATTERN.match(name):
         raise SweepError(f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path")
@@ -212,15 +215,15 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None, command: str | No
     datasets = build_datasets(sweep)
     try:
         storage.make_dirs(sweep_dir)
-        storage.write_json(storage.join(sweep_dir, SWEEP_FILE), _record(sweep, command))
+        storage.write_json(storage.join(sweep_dir, SWEEP_FILE), _record(sweep))
     except OSError as error:
         raise SweepError(f"cannot write to the storage path {storage_path} ({error.strerror or error}): choose a writable --storage") from None
     return sweep_dir, datasets
 
 
-def run(sweep: Sweep, storage_path: str = "results", name: str | None = None, command: str | None = None) -> str:
+def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) -> str:
     """Run a sweep to its end (Ray must be started) and write its tables; returns the sweep's folder."""
-    sweep_dir, datasets = prepare(sweep, storage_path, name, command)
+    sweep_dir, datasets = prepare(sweep, storage_path, name)
     return fit(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
 
 
@@ -249,13 +252,35 @@ def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
     return sweep_dir
 
 
-def _record(sweep: Sweep, command: str | None) -> dict:
+def command_line(sweep: Sweep) -> str:
+    """The `sweeps run` command that runs this sweep again."""
+    defaults = Sweep(sweep.experiment)
+    words = ["sweeps", "run", sweep.experiment, "--preset", sweep.preset, "--search", sweep.search, "--seed", str(sweep.seed)]
+    options = {
+        "--num-samples": sweep.num_samples,
+        "--epochs": sweep.epochs,
+        "--data": sweep.data,
+        "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
+        "--gpus-per-trial": sweep.gpus_per_trial or None,
+        "--max-concurrent": sweep.max_concurrent,
+    }
+    for option, value in options.items():
+        if value is not None:
+            words += [option, str(value)]
+    if not sweep.early_stop:
+        words.append("--no-early-stop")
+    for name, values in sweep.overrides.items():
+        words += ["--set", f"{name}={','.join(map(str, values))}"]
+    return shlex.join(words)
+
+
+def _record(sweep: Sweep) -> dict:
     import optuna
     import ray
     import torch
 
     return {
-        "command": command,  # the command line that reproduces the sweep
+        "command": command_line(sweep),
         "sweep": asdict(sweep),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__},

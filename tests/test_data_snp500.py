@@ -120,3 +120,13 @@ def test_bad_arguments(tmp_path, prices):
         snp500.load(path, normalize="zscore")
     with pytest.raises(ValueError, match="longer than"):
         snp500.load(path, seq_len=5000)
+
+
+def test_head_cuts_the_normaliser_with_the_sequences(tmp_path, prices):
+    from lstm_ae.data import head
+
+    splits = snp500.load(write_stocks(tmp_path / "s.csv", prices), seq_len=50)
+    small = head(splits, train=7, val=3, test=2)
+    assert len(small.test) == 2 and len(small.meta["normalizer"]["test"]) == 2
+    assert torch.equal(small.meta["normalizer"]["test"].invert(small.test.x), splits.meta["normalizer"]["test"].invert(splits.test.x)[:2])
+    assert small.meta["tickers"] == splits.meta["tickers"]  # per stock, not per sequence: kept whole

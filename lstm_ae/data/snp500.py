@@ -37,6 +37,12 @@ class Affine:
     offset: torch.Tensor
     scale: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def __getitem__(self, rows) -> "Affine":
+        return Affine(self.offset[rows], self.scale[rows])
+
     def apply(self, x: torch.Tensor, rows=slice(None)) -> torch.Tensor:
         return (x - self.offset[rows]) / self.scale[rows]
 

@@ -49,7 +49,19 @@ def seeded_permutation(n: int, seed: int) -> torch.Tensor:
 
 
 def head(splits: Splits, train: int | None = None, val: int | None = None, test: int | None = None) -> Splits:
-    """The first `train`/`val`/`test` sequences of each split (None keeps a split whole): small data for quick runs."""
+    """The first `train`/`val`/`test` sequences of each split (None keeps a split whole): small data for quick runs.
+    Per-sequence metadata (a `meta[key][split]` as long as the split, e.g. the S&P normaliser) is cut with it."""
     sizes = {"train": train, "val": val, "test": test}
     parts = {name: Split(part.x[: sizes[name]], None if part.y is None else part.y[: sizes[name]]) for name, part in splits.items()}
-    return Splits(parts["train"], parts["val"], parts["test"], meta=splits.meta)
+    meta = {key: _cut(value, splits, sizes) for key, value in splits.meta.items()}
+    return Splits(parts["train"], parts["val"], parts["test"], meta=meta)
+
+
+def _cut(value, splits: Splits, sizes: dict):
+    if not isinstance(value, dict):
+        return value
+    cut = dict(value)
+    for name, part in splits.items():
+        if name in cut and hasattr(cut[name], "__len__") and len(cut[name]) == len(part):
+            cut[name] = cut[name][: sizes[name]]
+    return cut

@@ -1,0 +1,196 @@
+"""The report's figures: one short function per figure, taking DataFrames or tensors and returning a
+matplotlib Figure. Fixed size and DPI, titles, units on the axes, and line styles (not colour alone) to tell
+lines apart, so that every figure reads the same way in every report, in print and in grey.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, same output on every machine
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
+
+SIZE = (8, 4.5)  # inches
+DPI = 110
+STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
+
+
+def _subplots(*args, **kwargs):
+    return plt.subplots(*args, layout="constrained", **kwargs)  # no overlapping titles and labels
+
+
+def save(figure: plt.Figure, path: str | Path) -> Path:
+    """PNG with a 256-colour palette: a few tens of KB per figure, no visible loss for line art."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    return Path(path)
+
+
+def _log_if_positive(ax, values) -> None:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) and values.min() > 0 and values.max() / values.min() > 20:
+        ax.set_yscale("log")
+
+
+def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str) -> plt.Figure:
+    """Every trial's validation metric per epoch; the best in bold; trials ASHA stopped marked where they stopped."""
+    figure, ax = _subplots(figsize=SIZE)
+    stopped = set(trials.loc[trials.stopped_early, "trial_id"])
+    for trial_id, curve in metrics.groupby("trial_id"):
+        if trial_id == best_id:
+            continue
+        ax.plot(curve.epoch, curve[metric], color="0.6", linewidth=0.8, linestyle="-")
+        if trial_id in stopped:
+            ax.plot(curve.epoch.iloc[-1], curve[metric].iloc[-1], marker="x", color="0.3", linestyle="none")
+    best = metrics[metrics.trial_id == best_id]
+    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, label=f"best trial ({best_id})")
+    ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
+    if stopped:
+        ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early by ASHA")
+    _log_if_positive(ax, metrics[metric])
+    ax.set(title=f"{metric} of every trial", xlabel="epoch", ylabel=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    return figure
+
+
+def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id: str) -> plt.Figure:
+    """Each trial's best validation value against one hyperparameter's value."""
+    figure, ax = _subplots(figsize=SIZE)
+    column, score = f"config/{name}", f"best_{metric}"
+    values = trials[column]
+    categorical = not pd.api.types.is_numeric_dtype(values)
+    positions = values.map({v: i for i, v in enumerate(sorted(values.unique()))}) if categorical else values
+    ax.plot(positions, trials[score], marker="o", linestyle="none", color="0.4", label="trial")
+    best = trials.trial_id == best_id
+    ax.plot(positions[best], trials.loc[best, score], marker="*", markersize=14, linestyle="none", color="black", label="best trial")
+    if categorical:
+        ax.set_xticks(range(values.nunique()), sorted(values.unique()))
+    elif name == "lr":
+        ax.set_xscale("log")
+    _log_if_positive(ax, trials[score])
+    ax.set(title=f"best {metric} of each trial against {name}", xlabel=name, ylabel=f"best {metric}")
+    ax.legend()
+    return figure
+
+
+def importances(values: dict) -> plt.Figure:
+    figure, ax = _subplots(figsize=SIZE)
+    names = list(values)[::-1]
+    ax.barh(names, [values[n] for n in names], color="0.5", edgecolor="black", hatch="//")
+    ax.set(title="hyperparameter importances (Optuna, fANOVA)", xlabel="importance (share of the metric's variance)")
+    return figure
+
+
+def signal_examples(examples: dict) -> plt.Figure:
+    """A few signals from each split, one panel each, a column per split: {"train": (k, T) array, ...}."""
+    rows = max(len(signals) for signals in examples.values())
+    figure, axes = _subplots(rows, len(examples), figsize=(SIZE[0], 1.6 * rows + 0.6), sharex=True, sharey=True, squeeze=False)
+    for column, (split, signals) in enumerate(examples.items()):
+        for row, signal in enumerate(signals):
+            axes[row, column].plot(signal, color="black", linewidth=1)
+        axes[0, column].set_title(split)
+        axes[-1, column].set_xlabel("time step")
+    for row in range(rows):
+        axes[row, 0].set_ylabel("value")
+    figure.suptitle("example signals from each split")
+    return figure
+
+
+def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.Figure:
+    """Train (solid) and validation (dashed) curves of the best trial, one panel per loss part or metric."""
+    figure, axes = _subplots(1, len(parts), figsize=SIZE, squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        for split, style in (("train", "-"), ("val", "--")):
+            column = f"{split}_{part}"
+            if column in history:
+                ax.plot(history.epoch, history[column], linestyle=style, color="black", label=split)
+        if "accuracy" not in part:
+            _log_if_positive(ax, history[[c for c in (f"train_{part}", f"val_{part}") if c in history]].values.ravel())
+        ax.set(title=part, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
+    figure.suptitle(title)
+    return figure
+
+
+def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str], ylabel: str, title: str) -> plt.Figure:
+    """Original (solid) and reconstruction (dashed) of a few sequences, one panel each."""
+    figure, axes = _subplots(len(originals), 1, figsize=(SIZE[0], 2 * len(originals)), sharex=True)
+    for ax, original, recon, label in zip(np.atleast_1d(axes), originals, reconstructed, labels):
+        ax.plot(original, linestyle="-", color="black", label="original")
+        ax.plot(recon, linestyle="--", color="0.45", label="reconstruction")
+        ax.set(title=label, ylabel=ylabel)
+        ax.legend(loc="upper right")
+    np.atleast_1d(axes)[-1].set_xlabel("time step")
+    figure.suptitle(title)
+    return figure
+
+
+def digits(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str]) -> plt.Figure:
+    """Test digits (28 x 28) drawn at random: originals above their reconstructions."""
+    n = len(originals)
+    figure, axes = _subplots(2, n, figsize=(SIZE[0], SIZE[0] * 2.4 / n))
+    for i in range(n):
+        for row, images in enumerate((originals, reconstructed)):
+            axes[row, i].imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+            axes[row, i].set_xticks([]), axes[row, i].set_yticks([])
+        axes[0, i].set_title(labels[i], fontsize=8)
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel("reconstruction")
+    figure.suptitle("test digits: originals (top) and reconstructions (bottom)")
+    return figure
+
+
+def confusion(matrix: np.ndarray, accuracy: float) -> plt.Figure:
+    figure, ax = _subplots(figsize=(SIZE[1] * 1.3, SIZE[1] * 1.2))
+    ax.imshow(matrix, cmap="Greys")
+    ax.grid(False)
+    threshold = matrix.max() / 2
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > threshold else "black")
+    ax.set(title=f"test confusion matrix (accuracy {accuracy:.2%})", xlabel="predicted digit", ylabel="true digit",
+           xticks=range(len(matrix)), yticks=range(len(matrix)))
+    return figure
+
+
+def prices(frame: pd.DataFrame) -> plt.Figure:
+    """Daily highs by date, one line per ticker."""
+    figure, ax = _subplots(figsize=SIZE)
+    for i, ticker in enumerate(frame.columns):
+        ax.plot(frame.index, frame[ticker], linestyle=STYLES[i % len(STYLES)], color="black", label=ticker)
+    ax.set(title=f"daily high, {frame.index[0]:%Y-%m-%d} to {frame.index[-1]:%Y-%m-%d}", xlabel="date", ylabel="price (USD)")
+    ax.legend()
+    figure.autofmt_xdate()
+    return figure
+
+
+def forecasts(truth: np.ndarray, lines: dict, labels: list[str], start: int, title: str) -> plt.Figure:
+    """Truth and forecasts of a few sequences in dollars; `lines` maps a name to (N, steps) forecasts from `start`."""
+    figure, axes = _subplots(len(truth), 1, figsize=(SIZE[0], 2.2 * len(truth)), sharex=True)
+    for k, (ax, label) in enumerate(zip(np.atleast_1d(axes), labels)):
+        ax.plot(truth[k], color="black", linestyle="-", label="truth")
+        for i, (name, values) in enumerate(lines.items()):
+            steps = np.arange(start, start + values.shape[1])
+            ax.plot(steps, values[k], linestyle=STYLES[(i + 1) % len(STYLES)], marker=MARKERS[i], markersize=2.5, color="0.4" if i else "0.1", label=name)
+        if start > 1:
+            ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
+        ax.set(title=label, ylabel="price (USD)")
+        ax.legend(loc="upper left")
+    np.atleast_1d(axes)[-1].set_xlabel("trading day in the sequence")
+    figure.suptitle(title)
+    return figure

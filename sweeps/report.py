@@ -1,0 +1,351 @@
+"""The report of a sweep, from its files alone (finished, interrupted or still running; local or copied from
+a cluster): `report.md` and `figures/*.png` in the sweep's folder.
+
+    sweeps report results/<sweep> [--top K]
+
+The best trial is chosen on validation; its best checkpoint is evaluated on the test split, used for nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+from ray.tune.search.optuna import OptunaSearch
+
+from lstm_ae.data import DataError, Splits, snp500
+from lstm_ae.forecast import multi_step, one_step, persistence
+from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import evaluate
+from sweeps import checkpoints, collect, figures, storage
+from sweeps.experiments import SOURCES
+from sweeps.run import Sweep, command_line, load_sweep
+
+REPORT_FILE = "report.md"
+FIGURES = "figures"
+
+
+@dataclass
+class Context:
+    """What the experiment-specific figures draw from: the best trial's model, data and history."""
+
+    sweep: Sweep
+    best: pd.Series  # the best trial's row of trials.parquet
+    history: pd.DataFrame  # its rows of metrics.parquet
+    model: LSTMAutoencoder
+    splits: Splits
+    folder: Path  # figures/
+    tables: list  # markdown sections the figures add (e.g. the forecast errors)
+
+    def save(self, figure, name: str, caption: str) -> tuple[str, str]:
+        figures.save(figure, self.folder / f"{name}.png")
+        return f"{FIGURES}/{name}.png", caption
+
+    def pick(self, n: int, split: str = "test") -> torch.Tensor:
+        """n sequences of a split drawn at random (seeded: the same ones in every report of this sweep)."""
+        count = len(getattr(self.splits, split))
+        return torch.randperm(count, generator=torch.Generator().manual_seed(self.sweep.seed))[:n]
+
+
+def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Trials that can be chosen, best first: not diverged, not errored, with a finite best value."""
+    column = f"best_{metric}"
+    usable = trials[~trials.diverged & (trials.status != "ERROR")]
+    usable = usable[np.isfinite(usable[column].astype(float))]
+    return usable.sort_values(column, ascending=mode == "min")
+
+
+def best_checkpoint(trial_path: str, metric: str, mode: str) -> str:
+    """The trial's checkpoint with the best value of `metric` at the epoch it was taken."""
+    fs_paths = sorted(Path(trial_path).glob("checkpoint_*"))
+    if not fs_paths:
+        raise FileNotFoundError(f"trial {trial_path} has no checkpoint")
+    scored = []
+    for path in fs_paths:
+        value = pd.read_parquet(path / checkpoints.METRICS_FILE)[metric].iloc[-1]
+        scored.append((value if mode == "min" else -value, str(path)))
+    return min((s for s in scored if math.isfinite(s[0])), default=scored[-1])[1]
+
+
+def write_report(sweep_dir: str, top: int = 10) -> str:
+    sweep = load_sweep(sweep_dir)
+    entry = sweep.entry
+    trials, metrics = collect.write_tables(sweep_dir)
+    folder = Path(sweep_dir) / FIGURES
+    folder.mkdir(exist_ok=True)
+    choices = ranked(trials, entry.metric, entry.mode)
+    sections = [_header(sweep, trials)]
+    if choices.empty:
+        sections.append("No trial has a usable result yet: nothing to report beyond the table below.")
+        sections.append(_trials_table(trials, sweep, top))
+        return _write(sweep_dir, sections)
+    best = choices.iloc[0]
+    ctx = _context(sweep, best, metrics, folder)
+    test = evaluate(ctx.model, ctx.splits.test, best.get("config/recon_weight", 0.5), _normalizer(ctx.splits, "test"))
+    sections += [_best_section(sweep, best, test, len(ctx.splits.test)), *_edge_warnings(sweep, trials, best)]
+    shown = _standard_figures(sweep, trials, metrics, best, folder)
+    for name in entry.figures:
+        shown += EXPERIMENT_FIGURES[name](ctx)
+    sections += ["## Figures", *[f"![{caption}]({path})\n\n*{caption}*" for path, caption in shown]]
+    sections += ctx.tables
+    sections.append(_trials_table(trials, sweep, top))
+    return _write(sweep_dir, sections)
+
+
+def _write(sweep_dir: str, sections: list[str]) -> str:
+    path = storage.join(sweep_dir, REPORT_FILE)
+    storage.write_bytes(path, ("\n\n".join(sections) + "\n").encode())
+    return path
+
+
+def _context(sweep: Sweep, best: pd.Series, metrics: pd.DataFrame, folder: Path) -> Context:
+    state, _ = checkpoints.load(best_checkpoint(best.path, sweep.entry.metric, sweep.entry.mode))
+    model = LSTMAutoencoder.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
+    splits = SOURCES[sweep.entry.source].prepare(sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params))
+    history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)
+    return Context(sweep, best, history, model, splits, folder, [])
+
+
+def _normalizer(splits: Splits, split: str):
+    return splits.meta.get("normalizer", {}).get(split)
+
+
+def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
+    entry = sweep.entry
+    counts = {
+        "ran their whole budget": int(((trials.status == "TERMINATED") & ~trials.stopped_early & ~trials.diverged).sum()),
+        "stopped early by ASHA": int(trials.stopped_early.sum()),
+        "diverged": int(trials.diverged.sum()),
+        "errored": int((trials.status == "ERROR").sum()),
+        "not finished": int(trials.status.isin(["RUNNING", "PENDING", "PAUSED"]).sum()),
+    }
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    return "\n".join([
+        f"# {entry.name}: {entry.description}",
+        "",
+        f"{len(trials)} trials ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
+        f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
+        "",
+        "Reproduce with:",
+        "",
+        f"    {command_line(sweep)}",
+    ])
+
+
+def _best_section(sweep: Sweep, best: pd.Series, test: dict, n_test: int) -> str:
+    swept = {name: _plain(best[f"config/{name}"]) for name in sweep.grid()}
+    rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in test.items())
+    return "\n".join([
+        "## Best trial",
+        "",
+        f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
+        f"best `{sweep.entry.metric}` = {best[f'best_{sweep.entry.metric}']:.6g} after {best.epochs} epochs.",
+        "",
+        f"Its best checkpoint on the test split ({n_test} sequences, used for nothing else):",
+        "",
+        "| test metric | value |",
+        "| --- | --- |",
+        rows,
+    ])
+
+
+def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[str]:
+    """A best value on the edge of a numeric range may mean the optimum lies outside what was searched."""
+    warnings = []
+    for name, values in sweep.grid().items():
+        # Two values have no inside: only ranges of three or more (or Optuna's) can put the best on an edge.
+        if not all(isinstance(v, (int, float)) for v in values) or (sweep.search == "grid" and len(set(values)) < 3):
+            continue
+        value, searched = best[f"config/{name}"], trials[f"config/{name}"]
+        low, high = (min(values), max(values)) if sweep.search == "grid" else (searched.min(), searched.max())
+        if value in (low, high):
+            side = "smallest" if value == low else "largest"
+            warnings.append(f"> Warning: the best {name} ({_plain(value)}) is the {side} value searched: the optimum may lie beyond it.")
+    return warnings
+
+
+def _standard_figures(sweep: Sweep, trials: pd.DataFrame, metrics: pd.DataFrame, best: pd.Series, folder: Path) -> list:
+    metric = sweep.entry.metric
+    shown = []
+
+    def add(figure, name, caption):
+        figures.save(figure, folder / f"{name}.png")
+        shown.append((f"{FIGURES}/{name}.png", caption))
+
+    add(figures.validation_curves(metrics, trials, metric, best.trial_id), "curves",
+        f"{metric} per epoch for every trial; the best in bold, x where ASHA stopped a trial.")
+    for name in sweep.grid():
+        add(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
+            f"Best {metric} of each trial against {name}.")
+    if sweep.search == "optuna":
+        values = _importances(sweep, trials)
+        if values:
+            add(figures.importances(values), "importances", "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values.")
+    return shown
+
+
+def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
+    entry = sweep.entry
+    distributions = OptunaSearch.convert_search_space(entry.optuna_space(sweep.grid()))
+    study = optuna.create_study(direction="minimize" if entry.mode == "min" else "maximize")
+    for _, trial in ranked(trials, entry.metric, entry.mode).iterrows():
+        params = {name: _plain(trial[f"config/{name}"]) for name in distributions}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])))
+    if len(study.trials) < 2:
+        return {}
+    return optuna.importance.get_param_importances(study, seed=sweep.seed)
+
+
+def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
+    metric = sweep.entry.metric
+    ordered = trials.sort_values(f"best_{metric}", ascending=sweep.entry.mode == "min", na_position="last")
+    names = list(sweep.grid())
+    header = ["trial", *names, f"best {metric}", f"last {metric}", "epochs", "stopped early", "status", "wall time (s)"]
+    lines = [f"## All trials ({'top ' + str(top) + ' of ' if len(trials) > top else ''}{len(trials)}, best first)", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for _, t in ordered.head(top).iterrows():
+        status = "diverged" if t.diverged else t.status.lower()
+        cells = [t.trial_id, *[_plain(t[f"config/{n}"]) for n in names], _fmt(t[f"best_{metric}"]), _fmt(t[f"last_{metric}"]),
+                 t.epochs, "yes" if t.stopped_early else "no", status, f"{t.wall_time_s:.1f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float, np.floating)) and not pd.isna(value) else "-"
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+# Experiment figures: each takes the Context and returns [(path, caption)].
+
+def signals(ctx: Context) -> list:
+    examples = {name: part.x[:3, :, 0].numpy() for name, part in ctx.splits.items()}
+    return [ctx.save(figures.signal_examples(examples), "signals", "Three example signals from each split.")]
+
+
+def loss_parts(ctx: Context) -> list:
+    parts = [p for p in ("loss", "mse", "ce", "pred_mse") if f"val_{p}" in ctx.history]
+    parts = parts if len(parts) > 2 else ["loss"]  # without a head, the loss is the MSE: one panel
+    figure = figures.learning_curves(ctx.history, parts, f"best trial ({ctx.best.trial_id}): losses per epoch, train (solid) and validation (dashed)")
+    return [ctx.save(figure, "losses", "Loss per epoch of the best trial, train and validation" + (" (total and each part)." if len(parts) > 1 else "."))]
+
+
+def accuracy(ctx: Context) -> list:
+    figure = figures.learning_curves(ctx.history, ["accuracy"], f"best trial ({ctx.best.trial_id}): accuracy per epoch")
+    return [ctx.save(figure, "accuracy", "Classification accuracy per epoch of the best trial, train and validation.")]
+
+
+def reconstructions(ctx: Context) -> list:
+    rows = ctx.pick(3)
+    x = ctx.splits.test.x[rows]
+    recon = ctx.model(x).reconstruction.detach()
+    figure = figures.reconstructions(x[..., 0].numpy(), recon[..., 0].numpy(), [f"test signal {int(r)}" for r in rows], "value",
+                                     "test signals and their reconstructions by the best model")
+    return [ctx.save(figure, "reconstructions", "Three test signals (solid) and the best model's reconstructions (dashed).")]
+
+
+def digit_images(ctx: Context) -> list:
+    rows = ctx.pick(8)
+    x = ctx.splits.test.x[rows]
+    recon = ctx.model(x).reconstruction.detach().clamp(0, 1)
+    labels = [f"digit {int(y)}" for y in ctx.splits.test.y[rows]]
+    return [ctx.save(figures.digits(x.numpy(), recon.numpy(), labels), "digits", "Test digits drawn at random: originals above the best model's reconstructions.")]
+
+
+def confusion(ctx: Context) -> list:
+    test = ctx.splits.test
+    with torch.no_grad():
+        predicted = torch.cat([ctx.model(x).logits.argmax(1) for x in test.x.split(1024)])
+    matrix = np.zeros((ctx.splits.num_classes,) * 2, dtype=int)
+    np.add.at(matrix, (test.y.numpy(), predicted.numpy()), 1)
+    accuracy = float((predicted == test.y).float().mean())
+    return [ctx.save(figures.confusion(matrix, accuracy), "confusion", f"Confusion matrix of the test split: accuracy {accuracy:.2%}.")]
+
+
+def stock_prices(ctx: Context) -> list:
+    try:
+        frame = snp500.series(ctx.sweep.data_path(), ("AMZN", "GOOGL"))
+    except DataError as error:
+        ctx.tables.append(f"(The AMZN and GOOGL figure is left out: {error}.)")
+        return []
+    return [ctx.save(figures.prices(frame), "amzn_googl", "Daily high of AMZN and GOOGL over the period, from the data file.")]
+
+
+def stock_reconstructions(ctx: Context) -> list:
+    per_stock = ctx.splits.meta["sequences_per_stock"]
+    stocks = ctx.pick(3).tolist()
+    stocks = [s % len(ctx.splits.meta["tickers"]["test"]) for s in stocks]
+    rows = torch.tensor([s * per_stock for s in stocks])  # each stock's first sequence
+    x = ctx.splits.test.x[rows]
+    normalizer = _normalizer(ctx.splits, "test")
+    dollars = normalizer.invert(x, rows)[..., 0].numpy()
+    recon = normalizer.invert(ctx.model(x).reconstruction.detach(), rows)[..., 0].numpy()
+    labels = [f"{ctx.splits.meta['tickers']['test'][s]} (test stock)" for s in stocks]
+    figure = figures.reconstructions(dollars, recon, labels, "price (USD)", "test stocks and their reconstructions, in dollars")
+    return [ctx.save(figure, "stock_reconstructions", "Three test stocks' daily highs (solid) and the best model's reconstructions (dashed), in dollars.")]
+
+
+def stock_forecasts(ctx: Context) -> list:
+    test = ctx.splits.test
+    normalizer = _normalizer(ctx.splits, "test")
+    observed = test.x.shape[1] // 2
+    dollars = normalizer.invert(test.x)
+    model_one = normalizer.invert(one_step(ctx.model, test.x))[:, :-1]
+    model_multi = normalizer.invert(multi_step(ctx.model, test.x, observed))
+    rows = ctx.pick(3)
+    labels = [_sequence_label(ctx.splits, int(r)) for r in rows]
+    truth = dollars[rows, :, 0].numpy()
+    one = {"model, one step": model_one[rows, :, 0].numpy(), "persistence": persistence(dollars)[rows, :-1, 0].numpy()}
+    multi = {"model, multi-step": model_multi[rows, :, 0].numpy(), "persistence": persistence(dollars, observed)[rows, :, 0].numpy()}
+    shown = [
+        ctx.save(figures.forecasts(truth, one, labels, 1, "next-day prediction on test sequences, in dollars"), "one_step",
+                 "Next-day prediction of test sequences: the model (having seen every day up to the one before) and persistence (tomorrow = today)."),
+        ctx.save(figures.forecasts(truth, multi, labels, observed, f"days {observed + 1} to {test.x.shape[1]} predicted from the first {observed}, in dollars"), "multi_step",
+                 f"Multi-step prediction: the first {observed} days observed, the rest predicted from the model's own outputs, against persistence."),
+    ]
+    errors = {
+        ("one step", "model"): (model_one - dollars[:, 1:]).abs().mean(),
+        ("one step", "persistence"): (persistence(dollars)[:, :-1] - dollars[:, 1:]).abs().mean(),
+        ("multi-step", "model"): (model_multi - dollars[:, observed:]).abs().mean(),
+        ("multi-step", "persistence"): (persistence(dollars, observed) - dollars[:, observed:]).abs().mean(),
+    }
+    table = ["## Forecast errors on the test split (mean absolute error, USD)", "",
+             f"{len(test)} test sequences of {test.x.shape[1]} days; multi-step predicts days {observed + 1}..{test.x.shape[1]} from the first {observed}.", "",
+             "| forecast | model | persistence (tomorrow = today) |", "| --- | --- | --- |"]
+    for horizon in ("one step", "multi-step"):
+        table.append(f"| {horizon} | {float(errors[(horizon, 'model')]):.4f} | {float(errors[(horizon, 'persistence')]):.4f} |")
+    ctx.tables.append("\n".join(table))
+    return shown
+
+
+def _sequence_label(splits: Splits, row: int) -> str:
+    per_stock = splits.meta["sequences_per_stock"]
+    ticker = splits.meta["tickers"]["test"][row // per_stock]
+    seq_len = splits.test.x.shape[1]
+    start = (row % per_stock) * seq_len
+    dates = splits.meta["dates"]
+    return f"{ticker}, {dates[start]} to {dates[start + seq_len - 1]}"
+
+
+EXPERIMENT_FIGURES = {
+    "signals": signals,
+    "losses": loss_parts,
+    "accuracy": accuracy,
+    "reconstructions": reconstructions,
+    "digits": digit_images,
+    "confusion": confusion,
+    "prices": stock_prices,
+    "stock_reconstructions": stock_reconstructions,
+    "forecasts": stock_forecasts,
+}
