@@ -43,6 +43,19 @@ def list_experiments(args) -> None:
                 size *= len(values)
             sweep = " x ".join(f"{k} {values}" for k, values in grid.items())
             print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}; grid of {size}: {sweep}")
+        ranges = entry.optuna_space(entry.grid_for("paper"))
+        print("  optuna (paper): " + ", ".join(f"{k} {_describe(domain)}" for k, domain in ranges.items()))
+
+
+def _describe(domain) -> str:
+    """A Tune search domain in a few characters: {a, b}, 10..49, log 0.0001..0.01."""
+    from ray.tune.search.sample import Integer, LogUniform
+
+    if hasattr(domain, "categories"):
+        return "{" + ", ".join(map(str, domain.categories)) + "}"
+    upper = domain.upper - 1 if isinstance(domain, Integer) else domain.upper  # randint excludes its upper bound
+    log = "log " if isinstance(domain.get_sampler(), LogUniform) else ""
+    return f"{log}{domain.lower}..{upper}"
 
 
 def run_sweep(args) -> None:
@@ -63,7 +76,8 @@ def run_sweep(args) -> None:
         overrides=dict(args.set),
     )
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
-    run.start_ray(args.address)
+    run.start_ray(args.address, sweep)
+    run.claim(sweep, sweep_dir)
     run.fit(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
     _finish(sweep_dir, args.no_report)
 

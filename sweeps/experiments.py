@@ -5,7 +5,7 @@ which metric to optimise, and two presets: `quick` (small data, few epochs: the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ray import tune
@@ -91,8 +91,22 @@ def _standard_range(name: str, values: list):
     return tune.choice(list(values))
 
 
-_MNIST_ROWS_GRID = {"hidden_size": [20, 64, 128], "lr": [1e-3, 5e-3], "batch_size": [32, 128]}
 _MNIST_QUICK = dict(loader={"val_size": 1000}, limit={"train": 2000, "val": 500, "test": 500})
+_MNIST_ROWS = Experiment(
+    name="mnist-rows",
+    figures=("digits", "losses"),
+    description="MNIST row by row (28 steps of 28 pixels), reconstruction",
+    source="mnist",
+    loader={"view": "rows"},
+    grid={"hidden_size": [20, 64, 128], "lr": [1e-3, 5e-3], "batch_size": [32, 128]},
+    fixed={"grad_clip": 1.0},
+    metric="val_mse",
+    mode="min",
+    presets={
+        "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
+        "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
+    },
+)
 _STOCKS_QUICK = dict(limit={"train": 600, "val": 200, "test": 200})
 
 EXPERIMENTS = {
@@ -114,36 +128,17 @@ EXPERIMENTS = {
                 "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
             },
         ),
-        Experiment(
-            name="mnist-rows",
-            figures=("digits", "losses"),
-            description="MNIST row by row (28 steps of 28 pixels), reconstruction",
-            source="mnist",
-            loader={"view": "rows"},
-            grid=_MNIST_ROWS_GRID,
-            fixed={"grad_clip": 1.0},
-            metric="val_mse",
-            mode="min",
-            presets={
-                "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
-                "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
-            },
-        ),
-        Experiment(
+        _MNIST_ROWS,
+        # The same grid and budgets as mnist-rows, with a classifier on z.
+        replace(
+            _MNIST_ROWS,
             name="mnist-rows-classify",
             figures=("digits", "losses", "accuracy", "confusion"),
             description="MNIST row by row, reconstruction + classification of the digit from z",
-            source="mnist",
-            loader={"view": "rows"},
             heads={"num_classes": 10},
-            grid=_MNIST_ROWS_GRID,
             fixed={"grad_clip": 1.0, "recon_weight": 0.5},
             metric="val_accuracy",
             mode="max",
-            presets={
-                "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
-                "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
-            },
         ),
         Experiment(
             name="mnist-pixels-classify",

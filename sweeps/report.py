@@ -88,7 +88,7 @@ def write_report(sweep_dir: str, top: int = 10) -> str:
     ctx = _context(sweep, best, metrics, folder)
     test = evaluate(ctx.model, ctx.splits.test, best.get("config/recon_weight", 0.5), _normalizer(ctx.splits, "test"))
     sections += [_best_section(sweep, best, test, len(ctx.splits.test)), *_edge_warnings(sweep, trials, best)]
-    shown = _standard_figures(sweep, trials, metrics, best, folder)
+    shown = _standard_figures(ctx, trials, metrics)
     for name in entry.figures:
         shown += EXPERIMENT_FIGURES[name](ctx)
     sections += ["## Figures", *[f"![{caption}]({path})\n\n*{caption}*" for path, caption in shown]]
@@ -172,23 +172,17 @@ def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[
     return warnings
 
 
-def _standard_figures(sweep: Sweep, trials: pd.DataFrame, metrics: pd.DataFrame, best: pd.Series, folder: Path) -> list:
+def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame) -> list:
+    sweep, best = ctx.sweep, ctx.best
     metric = sweep.entry.metric
-    shown = []
-
-    def add(figure, name, caption):
-        figures.save(figure, folder / f"{name}.png")
-        shown.append((f"{FIGURES}/{name}.png", caption))
-
-    add(figures.validation_curves(metrics, trials, metric, best.trial_id), "curves",
-        f"{metric} per epoch for every trial; the best in bold, x where ASHA stopped a trial.")
+    shown = [ctx.save(figures.validation_curves(metrics, trials, metric, best.trial_id), "curves",
+                      f"{metric} per epoch for every trial; the best in bold, x where ASHA stopped a trial.")]
     for name in sweep.grid():
-        add(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
-            f"Best {metric} of each trial against {name}.")
-    if sweep.search == "optuna":
-        values = _importances(sweep, trials)
-        if values:
-            add(figures.importances(values), "importances", "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values.")
+        shown.append(ctx.save(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
+                              f"Best {metric} of each trial against {name}."))
+    if sweep.search == "optuna" and (values := _importances(sweep, trials)):
+        shown.append(ctx.save(figures.importances(values), "importances",
+                              "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values."))
     return shown
 
 

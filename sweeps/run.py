@@ -14,6 +14,7 @@ import itertools
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -214,16 +215,22 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
         raise SweepError(f"sweep folder {sweep_dir} already holds a sweep: continue it with `sweeps resume {sweep_dir}` or choose another --name")
     datasets = build_datasets(sweep)
     try:
-        storage.make_dirs(sweep_dir)
-        storage.write_json(storage.join(sweep_dir, SWEEP_FILE), _record(sweep))
+        storage.check_writable(storage.absolute(storage_path))
     except OSError as error:
         raise SweepError(f"cannot write to the storage path {storage_path} ({error.strerror or error}): choose a writable --storage") from None
     return sweep_dir, datasets
 
 
+def claim(sweep: Sweep, sweep_dir: str) -> None:
+    """Create the sweep's folder and record the sweep in it, once Ray is up: from now on the folder is this sweep's."""
+    storage.make_dirs(sweep_dir)
+    storage.write_json(storage.join(sweep_dir, SWEEP_FILE), _record(sweep))
+
+
 def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) -> str:
     """Run a sweep to its end (Ray must be started) and write its tables; returns the sweep's folder."""
     sweep_dir, datasets = prepare(sweep, storage_path, name)
+    claim(sweep, sweep_dir)
     return fit(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
 
 
@@ -297,14 +304,45 @@ def _git_commit() -> str | None:
         return None
 
 
-def start_ray(address: str | None = None) -> None:
+def start_ray(address: str | None = None, sweep: Sweep | None = None) -> None:
     """Join the cluster at `address`, or start the embedded local one with its dashboard on 127.0.0.1.
     (The command line also sets, before Ray is imported, what keeps all of the local one on loopback.)"""
     import ray
 
     if address:
+        check_cluster(address)
         context = ray.init(address=address)
     else:
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+        if sweep is not None:
+            _check_fits(sweep, ray.cluster_resources())  # a cluster may autoscale; this machine will not
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+
+
+def check_cluster(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds where no Ray cluster answers at `address`: Ray itself retries for minutes."""
+    if address.startswith("ray://"):
+        return  # Ray Client: its own connection checks apply
+    # Ray's own resolution of `auto` (RAY_ADDRESS, then the last `ray start` on this machine) and of host:port.
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except ValueError as error:
+        raise SweepError(f"--address {address} is not a Ray address ({error}): use auto or host:port") from None
+    hint = "start one with `ray start --head` or `ray up cluster.yaml`, or leave out --address to run on a local Ray"
+    if not resolved:
+        raise SweepError(f"no running Ray cluster found for --address {address}: {hint}")
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SweepError(f"no Ray cluster answers at {resolved} (--address {address}: {error.strerror or error}): {hint}") from None
+
+
+def _check_fits(sweep: Sweep, resources: dict) -> None:
+    for name, wanted in (("GPU", sweep.gpus_per_trial), ("CPU", sweep.cpus_per_trial)):
+        if wanted > resources.get(name, 0):
+            raise SweepError(f"each trial asks for {wanted:g} {name}s but this machine's Ray has {resources.get(name, 0):g}: "
+                             f"lower --{name.lower()}s-per-trial, or run on a cluster with --address")

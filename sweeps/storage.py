@@ -37,6 +37,13 @@ def make_dirs(location: str) -> None:
     fs.create_dir(path, recursive=True)
 
 
+def check_writable(location: str) -> None:
+    """Create the folder if needed and raise OSError where this process cannot write in it."""
+    make_dirs(location)
+    if "://" not in location and not os.access(location, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", location)
+
+
 def read_bytes(location: str) -> bytes:
     fs, path = _fs(location)
     with fs.open_input_stream(path) as stream:

@@ -16,4 +16,5 @@ def mnist_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stocks_csv(tmp_path_factory):
-    return write_stocks(tmp_path_factory.mktemp("snp500") / "all_stocks_5yr.csv", stock_prices())
+    tickers = ("AMZN", "GOOGL", "AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH")
+    return write_stocks(tmp_path_factory.mktemp("snp500") / "all_stocks_5yr.csv", stock_prices(tickers))

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -85,3 +86,15 @@ def test_readme_job_submission(head_node, tmp_path):
     assert "succeeded" in done.stdout
     trials = pd.read_parquet(storage / "submitted" / "trials.parquet")
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
+
+
+def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--address", f"127.0.0.1:{port}",
+                           "--storage", str(tmp_path), "--name", "x"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no Ray cluster answers at" in done.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "x").exists()  # nothing written

@@ -8,7 +8,7 @@ from ray import tune
 
 from sweeps.__main__ import main
 from sweeps.experiments import EXPERIMENTS
-from sweeps.run import Sweep, SweepError, build_datasets, prepare
+from sweeps.run import Sweep, SweepError, build_datasets, claim, prepare
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -108,7 +108,9 @@ def test_sweep_folder_names_stay_inside_storage(tmp_path):
 
 
 def test_an_existing_sweep_is_not_overwritten(tmp_path):
-    sweep_dir, _ = prepare(Sweep("synthetic"), str(tmp_path), "once")
+    sweep = Sweep("synthetic")
+    sweep_dir, _ = prepare(sweep, str(tmp_path), "once")
+    claim(sweep, sweep_dir)
     before = (tmp_path / "once" / "sweep.json").read_bytes()
     with pytest.raises(SweepError, match="already holds a sweep"):
         prepare(Sweep("synthetic", seed=3), str(tmp_path), "once")
@@ -120,6 +122,8 @@ def test_unwritable_storage(tmp_path):
     blocked.write_text("a file where the storage folder should be")
     with pytest.raises(SweepError, match="cannot write to the storage path"):
         prepare(Sweep("synthetic"), str(blocked), "x")
+    with pytest.raises(SweepError, match="cannot write to the storage path /proc/results"):
+        prepare(Sweep("synthetic"), "/proc/results", "x")  # not even root can create folders there
 
 
 def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):

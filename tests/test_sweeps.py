@@ -1,6 +1,7 @@
 """Real sweeps on a real local Ray, at tiny scale."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -14,7 +15,8 @@ import ray
 
 from sweeps import checkpoints
 from sweeps.experiments import EXPERIMENTS
-from sweeps.run import Sweep, run
+from sweeps.report import write_report
+from sweeps.run import Sweep, command_line, run
 
 
 def sweeps_cli(*args, timeout=300, **kwargs):
@@ -71,6 +73,30 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
     assert state["model_config"]["hidden_size"] == trial["config/hidden_size"]
     assert set(state) >= {"model", "optimizer", "rng", "model_config"}
 
+    # The report: every standard and experiment figure written and shown, the test metrics, the command.
+    report = Path(write_report(sweep_dir)).read_text()
+    for figure in ["curves", *[f"effect_{n}" for n in sweep.grid()]]:
+        assert f"(figures/{figure}.png)" in report
+    pictures = re.findall(r"\]\((figures/[\w-]+\.png)\)", report)
+    assert len(pictures) >= len(sweep.grid()) + 1 + len(entry.figures)
+    assert all((Path(sweep_dir) / p).stat().st_size > 2000 for p in pictures)
+    assert "## Best trial" in report and "| test metric | value |" in report
+    assert command_line(sweep) in report
+    if name == "snp500-predict":
+        _check_forecast_table(report, sweep)
+
+
+def _check_forecast_table(report: str, sweep: Sweep) -> None:
+    """The persistence errors in the report, computed again by hand from the test split in dollars."""
+    splits = sweep.entry.load(sweep.data, sweep.seed, sweep.preset, normalize="first")
+    dollars = splits.meta["normalizer"]["test"].invert(splits.test.x)[..., 0].double()
+    half = dollars.shape[1] // 2
+    one_step = (dollars[:, 1:] - dollars[:, :-1]).abs().mean().item()
+    multi_step = (dollars[:, half:] - dollars[:, half - 1 : half]).abs().mean().item()
+    rows = dict(re.findall(r"^\| (one step|multi-step) \| [\d.]+ \| ([\d.]+) \|$", report, re.M))
+    assert float(rows["one step"]) == pytest.approx(one_step, abs=1e-3)
+    assert float(rows["multi-step"]) == pytest.approx(multi_step, abs=1e-3)
+
 
 def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     done = sweeps_cli("run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report")
@@ -96,6 +122,7 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
         configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
     assert configs[0] == configs[1]
     assert all(10 <= h < 50 and 1e-4 <= lr <= 1e-2 for lr, h, _ in configs[0])
+    assert "(figures/importances.png)" in Path(write_report(str(tmp_path / "a"))).read_text()
 
 
 def _epochs_reported(trial_dir: Path) -> list[int]:

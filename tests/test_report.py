@@ -1,0 +1,88 @@
+"""The report's figures and tables, on small hand-built DataFrames and tiny checkpoints."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sweeps import checkpoints, figures
+from sweeps.report import _edge_warnings, _trials_table, best_checkpoint, ranked
+from sweeps.run import Sweep
+
+
+def hand_built_trials() -> pd.DataFrame:
+    return pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d"],
+        "config/hidden_size": [10, 25, 40, 40],
+        "config/lr": [1e-3, 1e-2, 1e-2, 1e-3],
+        "status": ["TERMINATED", "TERMINATED", "TERMINATED", "ERROR"],
+        "stopped_early": [True, False, False, False],
+        "diverged": [False, False, True, False],
+        "epochs": [3, 12, 5, 2],
+        "best_val_mse": [0.05, 0.02, np.nan, 0.001],
+        "last_val_mse": [0.06, 0.025, np.nan, 0.001],
+        "wall_time_s": [1.0, 4.0, 2.0, 0.5],
+    })
+
+
+def hand_built_metrics() -> pd.DataFrame:
+    rows = [("a", e, 0.1 / e) for e in range(1, 4)] + [("b", e, 0.2 / e) for e in range(1, 13)] + [("c", 1, 0.3)]
+    return pd.DataFrame(rows, columns=["trial_id", "epoch", "val_mse"]).assign(train_mse=lambda d: d.val_mse * 1.1)
+
+
+def test_ranked_leaves_out_diverged_and_errored_trials():
+    order = ranked(hand_built_trials(), "val_mse", "min")
+    assert order.trial_id.tolist() == ["b", "a"]  # d has the lowest value, but errored; c diverged
+    assert ranked(hand_built_trials().assign(best_val_mse=[0.5, 0.9, 0.1, 0.2]), "val_mse", "max").trial_id.tolist() == ["b", "a"]
+
+
+def test_trials_table_rows_and_numbers():
+    table = _trials_table(hand_built_trials(), Sweep("synthetic", overrides={"batch_size": [32], "grad_clip": [0.0]}), top=3)
+    lines = table.splitlines()
+    assert lines[0] == "## All trials (top 3 of 4, best first)"
+    assert lines[2] == "| trial | lr | hidden_size | best val_mse | last val_mse | epochs | stopped early | status | wall time (s) |"
+    assert lines[4] == "| d | 0.001 | 40 | 0.001 | 0.001 | 2 | no | error | 0.5 |"
+    assert lines[5] == "| b | 0.01 | 25 | 0.02 | 0.025 | 12 | no | terminated | 4.0 |"
+    assert lines[6] == "| a | 0.001 | 10 | 0.05 | 0.06 | 3 | yes | terminated | 1.0 |"
+    assert len(lines) == 7
+
+
+def test_edge_warnings_for_ranges_of_three_or_more():
+    trials = hand_built_trials()
+    sweep = Sweep("synthetic")  # hidden {10, 25, 40}; lr, batch, clip have two values: no inside to leave
+    assert _edge_warnings(sweep, trials, trials.iloc[2]) == [
+        "> Warning: the best hidden_size (40) is the largest value searched: the optimum may lie beyond it."]
+    assert _edge_warnings(sweep, trials, trials.iloc[1]) == []
+
+
+def test_best_checkpoint_is_chosen_on_the_metric(tmp_path):
+    model_state = {"model": {}, "optimizer": {}, "epoch": 0, "rng": torch.Generator().get_state()}
+    for epoch, value in ((3, 0.05), (6, 0.02), (9, 0.04)):
+        folder = tmp_path / f"checkpoint_{epoch:06d}"
+        folder.mkdir()
+        history = [{"epoch": e, "val_mse": v} for e, v in ((3, 0.05), (6, 0.02), (9, 0.04)) if e <= epoch]
+        checkpoints.save(folder, {**model_state, "epoch": epoch}, {"input_size": 1, "hidden_size": 4}, history)
+    assert best_checkpoint(str(tmp_path), "val_mse", "min").endswith("checkpoint_000006")
+    assert best_checkpoint(str(tmp_path), "val_mse", "max").endswith("checkpoint_000003")
+
+
+@pytest.mark.parametrize(
+    "name, draw",
+    [
+        ("curves", lambda: figures.validation_curves(hand_built_metrics(), hand_built_trials(), "val_mse", "b")),
+        ("effect", lambda: figures.hyperparameter_effect(hand_built_trials(), "lr", "val_mse", "b")),
+        ("effect_categorical", lambda: figures.hyperparameter_effect(hand_built_trials().assign(**{"config/lr": ["x", "y", "x", "y"]}), "lr", "val_mse", "b")),
+        ("importances", lambda: figures.importances({"lr": 0.7, "hidden_size": 0.3})),
+        ("signals", lambda: figures.signal_examples({"train": np.random.rand(3, 50), "val": np.random.rand(3, 50)})),
+        ("learning", lambda: figures.learning_curves(hand_built_metrics().query("trial_id == 'b'"), ["mse"], "curves")),
+        ("reconstructions", lambda: figures.reconstructions(np.random.rand(3, 20), np.random.rand(3, 20), ["a", "b", "c"], "value", "t")),
+        ("digits", lambda: figures.digits(np.random.rand(4, 28, 28), np.random.rand(4, 28, 28), ["1", "2", "3", "4"])),
+        ("confusion", lambda: figures.confusion(np.eye(10, dtype=int) * 5, 1.0)),
+        ("prices", lambda: figures.prices(pd.DataFrame({"AMZN": [1.0, 2.0], "GOOGL": [2.0, 1.0]}, index=pd.to_datetime(["2014-01-02", "2014-01-03"])))),
+        ("forecasts", lambda: figures.forecasts(np.random.rand(2, 10), {"model": np.random.rand(2, 5), "persistence": np.ones((2, 5))}, ["a", "b"], 5, "t")),
+    ],
+)
+def test_every_figure_is_written(tmp_path, name, draw):
+    path = figures.save(draw(), tmp_path / f"{name}.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 2_000 < path.stat().st_size < 200_000  # something drawn, and compressed
