@@ -39,6 +39,7 @@ class Context:
     history: pd.DataFrame  # its rows of metrics.parquet
     model: LSTMAutoencoder
     splits: Splits
+    epoch: int  # the epoch of the checkpoint evaluated: the best of those kept
     folder: Path  # figures/
     tables: list  # markdown sections the figures add (e.g. the forecast errors)
 
@@ -87,7 +88,7 @@ def write_report(sweep_dir: str, top: int = 10) -> str:
     best = choices.iloc[0]
     ctx = _context(sweep, best, metrics, folder)
     test = evaluate(ctx.model, ctx.splits.test, best.get("config/recon_weight", 0.5), _normalizer(ctx.splits, "test"))
-    sections += [_best_section(sweep, best, test, len(ctx.splits.test)), *_edge_warnings(sweep, trials, best)]
+    sections += [_best_section(ctx, test), *_edge_warnings(sweep, trials, best)]
     shown = _standard_figures(ctx, trials, metrics)
     for name in entry.figures:
         shown += EXPERIMENT_FIGURES[name](ctx)
@@ -111,7 +112,7 @@ def _context(sweep: Sweep, best: pd.Series, metrics: pd.DataFrame, folder: Path)
     data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
     splits = SOURCES[sweep.entry.source].prepare(sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params))
     history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)
-    return Context(sweep, best, history, model, splits, folder, [])
+    return Context(sweep, best, history, model, splits, int(state["epoch"]), folder, [])
 
 
 def _normalizer(splits: Splits, split: str):
@@ -140,16 +141,19 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     ])
 
 
-def _best_section(sweep: Sweep, best: pd.Series, test: dict, n_test: int) -> str:
+def _best_section(ctx: Context, test: dict) -> str:
+    sweep, best, metric = ctx.sweep, ctx.best, ctx.sweep.entry.metric
+    at_checkpoint = ctx.history.loc[ctx.history.epoch == ctx.epoch, metric]
     swept = {name: _plain(best[f"config/{name}"]) for name in sweep.grid()}
     rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in test.items())
     return "\n".join([
         "## Best trial",
         "",
         f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
-        f"best `{sweep.entry.metric}` = {best[f'best_{sweep.entry.metric}']:.6g} after {best.epochs} epochs.",
+        f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
         "",
-        f"Its best checkpoint on the test split ({n_test} sequences, used for nothing else):",
+        f"Its best checkpoint kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
+        f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
         "",
         "| test metric | value |",
         "| --- | --- |",
