@@ -199,7 +199,7 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])))
     if len(study.trials) < 2:
         return {}
-    return optuna.importance.get_param_importances(study, seed=sweep.seed)
+    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=sweep.seed))
 
 
 def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
