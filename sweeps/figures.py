@@ -128,7 +128,8 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.
     return figure
 
 
-def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str], ylabel: str, title: str) -> plt.Figure:
+def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str], ylabel: str, title: str,
+                    xlabel: str = "time step") -> plt.Figure:
     """Original (solid) and reconstruction (dashed) of a few sequences, one panel each."""
     figure, axes = _subplots(len(originals), 1, figsize=(SIZE[0], 2 * len(originals)), sharex=True)
     for ax, original, recon, label in zip(np.atleast_1d(axes), originals, reconstructed, labels):
@@ -136,7 +137,7 @@ def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: li
         ax.plot(recon, linestyle="--", color="0.45", label="reconstruction")
         ax.set(title=label, ylabel=ylabel)
         ax.legend(loc="upper right")
-    np.atleast_1d(axes)[-1].set_xlabel("time step")
+    np.atleast_1d(axes)[-1].set_xlabel(xlabel)
     figure.suptitle(title)
     return figure
 

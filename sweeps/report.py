@@ -47,9 +47,10 @@ class Context:
         figures.save(figure, self.folder / f"{name}.png")
         return f"{FIGURES}/{name}.png", caption
 
-    def pick(self, n: int, split: str = "test") -> torch.Tensor:
-        """n sequences of a split drawn at random (seeded: the same ones in every report of this sweep)."""
-        count = len(getattr(self.splits, split))
+    def pick(self, n: int, count: int | None = None) -> torch.Tensor:
+        """n distinct indices below `count` (default: the test sequences), drawn at random but seeded:
+        the same ones in every report of this sweep."""
+        count = len(self.splits.test) if count is None else count
         return torch.randperm(count, generator=torch.Generator().manual_seed(self.sweep.seed))[:n]
 
 
@@ -282,15 +283,15 @@ def stock_prices(ctx: Context) -> list:
 
 def stock_reconstructions(ctx: Context) -> list:
     per_stock = ctx.splits.meta["sequences_per_stock"]
-    stocks = ctx.pick(3).tolist()
-    stocks = [s % len(ctx.splits.meta["tickers"]["test"]) for s in stocks]
+    stocks = ctx.pick(3, count=math.ceil(len(ctx.splits.test) / per_stock)).tolist()  # stocks with a test sequence
     rows = torch.tensor([s * per_stock for s in stocks])  # each stock's first sequence
     x = ctx.splits.test.x[rows]
     normalizer = _normalizer(ctx.splits, "test")
     dollars = normalizer.invert(x, rows)[..., 0].numpy()
     recon = normalizer.invert(ctx.model(x).reconstruction.detach(), rows)[..., 0].numpy()
-    labels = [f"{ctx.splits.meta['tickers']['test'][s]} (test stock)" for s in stocks]
-    figure = figures.reconstructions(dollars, recon, labels, "price (USD)", "test stocks and their reconstructions, in dollars")
+    labels = [_sequence_label(ctx.splits, int(row)) for row in rows]
+    figure = figures.reconstructions(dollars, recon, labels, "price (USD)", "test stocks and their reconstructions, in dollars",
+                                     xlabel="trading day in the sequence")
     return [ctx.save(figure, "stock_reconstructions", "Three test stocks' daily highs (solid) and the best model's reconstructions (dashed), in dollars.")]
 
 
