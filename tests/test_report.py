@@ -57,10 +57,11 @@ def test_edge_warnings_for_ranges_of_three_or_more():
 
 def test_best_checkpoint_is_chosen_on_the_metric(tmp_path):
     model_state = {"model": {}, "optimizer": {}, "epoch": 0, "rng": torch.Generator().get_state()}
-    for epoch, value in ((3, 0.05), (6, 0.02), (9, 0.04)):
+    values = {3: 0.05, 6: 0.02, 9: 0.04}  # val_mse at each checkpoint's epoch
+    for epoch in values:
         folder = tmp_path / f"checkpoint_{epoch:06d}"
         folder.mkdir()
-        history = [{"epoch": e, "val_mse": v} for e, v in ((3, 0.05), (6, 0.02), (9, 0.04)) if e <= epoch]
+        history = [{"epoch": e, "val_mse": v} for e, v in values.items() if e <= epoch]
         checkpoints.save(folder, {**model_state, "epoch": epoch}, {"input_size": 1, "hidden_size": 4}, history)
     assert best_checkpoint(str(tmp_path), "val_mse", "min").endswith("checkpoint_000006")
     assert best_checkpoint(str(tmp_path), "val_mse", "max").endswith("checkpoint_000003")
