@@ -136,7 +136,7 @@ def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: li
         ax.plot(original, linestyle="-", color="black", label="original")
         ax.plot(recon, linestyle="--", color="0.45", label="reconstruction")
         ax.set(title=label, ylabel=ylabel)
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
     np.atleast_1d(axes)[-1].set_xlabel(xlabel)
     figure.suptitle(title)
     return figure
@@ -191,7 +191,7 @@ def forecasts(truth: np.ndarray, lines: dict, labels: list[str], start: int, tit
         if start > 1:
             ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=label, ylabel="price (USD)")
-        ax.legend(loc="upper left")
+        ax.legend(loc="best")
     np.atleast_1d(axes)[-1].set_xlabel("trading day in the sequence")
     figure.suptitle(title)
     return figure
