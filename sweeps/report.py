@@ -64,11 +64,11 @@ def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 def best_checkpoint(trial_path: str, metric: str, mode: str) -> str:
     """The trial's checkpoint with the best value of `metric` at the epoch it was taken."""
-    fs_paths = sorted(Path(trial_path).glob("checkpoint_*"))
-    if not fs_paths:
+    folders = sorted(Path(trial_path).glob("checkpoint_*"))
+    if not folders:
         raise FileNotFoundError(f"trial {trial_path} has no checkpoint")
     scored = []
-    for path in fs_paths:
+    for path in folders:
         value = pd.read_parquet(path / checkpoints.METRICS_FILE)[metric].iloc[-1]
         scored.append((value if mode == "min" else -value, str(path)))
     return min((s for s in scored if math.isfinite(s[0])), default=scored[-1])[1]
