@@ -82,11 +82,16 @@ def write_report(sweep_dir: str, top: int = 10) -> str:
     folder.mkdir(exist_ok=True)
     choices = ranked(trials, entry.metric, entry.mode)
     sections = [_header(sweep, trials)]
-    if choices.empty:
-        sections.append("No trial has a usable result yet: nothing to report beyond the table below.")
+    # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a checkpoint.
+    with_checkpoint = [t for _, t in choices.iterrows() if any(Path(t.path).glob("checkpoint_*"))]
+    if not with_checkpoint:
+        sections.append("No trial has a usable result with a checkpoint yet: nothing to report beyond the table below.")
         sections.append(_trials_table(trials, sweep, top))
         return _write(sweep_dir, sections)
-    best = choices.iloc[0]
+    best = with_checkpoint[0]
+    if best.trial_id != choices.iloc[0].trial_id:
+        sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, stopped before its first checkpoint: "
+                        f"the report evaluates the best trial that has one.")
     ctx = _context(sweep, best, metrics, folder)
     test = evaluate(ctx.model, ctx.splits.test, best.get("config/recon_weight", 0.5), _normalizer(ctx.splits, "test"))
     sections += [_best_section(ctx, test), *_edge_warnings(sweep, trials, best)]

@@ -87,3 +87,4 @@ def test_every_figure_is_written(tmp_path, name, draw):
     path = figures.save(draw(), tmp_path / f"{name}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 2_000 < path.stat().st_size < 200_000  # something drawn, and compressed
+

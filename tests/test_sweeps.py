@@ -3,6 +3,7 @@
 import json
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,12 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
     assert configs[0] == configs[1]
     assert all(10 <= h < 50 and 1e-4 <= lr <= 1e-2 for lr, h, _ in configs[0])
     assert "(figures/importances.png)" in Path(write_report(str(tmp_path / "a"))).read_text()
+
+    # A sweep whose trials have no checkpoint left still gets a report: the table, and why there is no more.
+    for folder in (tmp_path / "b").glob("train_*/checkpoint_*"):
+        shutil.rmtree(folder)
+    text = Path(write_report(str(tmp_path / "b"))).read_text()
+    assert "No trial has a usable result with a checkpoint yet" in text and "## All trials (4, best first)" in text
 
 
 def _epochs_reported(trial_dir: Path) -> list[int]:
