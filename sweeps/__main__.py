@@ -129,9 +129,9 @@ def _summary(sweep_dir: str) -> None:
     }
     print(f"{sweep_dir}: {len(trials)} trials of {sweep.experiment} ({sweep.preset}, {sweep.search}): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     column = f"best_{entry.metric}"
-    ranked = trials[~trials.diverged].dropna(subset=[column]) if column in trials else trials.iloc[0:0]
+    ranked = collect.ranked(trials, entry.metric, entry.mode)  # the same choice as the report's
     if len(ranked):
-        top = ranked.sort_values(column, ascending=entry.mode == "min").iloc[0]
+        top = ranked.iloc[0]
         config = {name: _plain(top[f"config/{name}"]) for name in sweep.grid() if f"config/{name}" in top}
         print(f"best so far: {entry.metric} = {top[column]:.6g} at trial {top.trial_id} {config}")
 

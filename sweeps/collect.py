@@ -10,6 +10,7 @@ an earlier checkpoint reports the epochs after it again) is kept once, as last r
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
 
@@ -22,6 +23,16 @@ HIGHER_IS_BETTER = ("accuracy",)  # metric names containing these are maximised;
 
 def best(metric: str, values: pd.Series):
     return values.max() if any(word in metric for word in HIGHER_IS_BETTER) else values.min()
+
+
+def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Trials that can be chosen, best first: not diverged, not errored, with a finite best value."""
+    column = f"best_{metric}"
+    if column not in trials:  # no trial has reported yet
+        return trials.iloc[0:0]
+    usable = trials[~trials.diverged & (trials.status != "ERROR")]
+    usable = usable[np.isfinite(usable[column].astype(float))]
+    return usable.sort_values(column, ascending=mode == "min")
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:

@@ -54,14 +54,6 @@ class Context:
         return torch.randperm(count, generator=torch.Generator().manual_seed(self.sweep.seed))[:n]
 
 
-def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Trials that can be chosen, best first: not diverged, not errored, with a finite best value."""
-    column = f"best_{metric}"
-    usable = trials[~trials.diverged & (trials.status != "ERROR")]
-    usable = usable[np.isfinite(usable[column].astype(float))]
-    return usable.sort_values(column, ascending=mode == "min")
-
-
 def best_checkpoint(trial_path: str, metric: str, mode: str) -> str:
     """The trial's checkpoint with the best value of `metric` at the epoch it was taken."""
     folders = sorted(Path(trial_path).glob("checkpoint_*"))
@@ -80,7 +72,7 @@ def write_report(sweep_dir: str, top: int = 10) -> str:
     trials, metrics = collect.write_tables(sweep_dir)
     folder = Path(sweep_dir) / FIGURES
     folder.mkdir(exist_ok=True)
-    choices = ranked(trials, entry.metric, entry.mode)
+    choices = collect.ranked(trials, entry.metric, entry.mode)
     sections = [_header(sweep, trials)]
     # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a checkpoint.
     with_checkpoint = [t for _, t in choices.iterrows() if any(Path(t.path).glob("checkpoint_*"))]
@@ -200,7 +192,7 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
     entry = sweep.entry
     distributions = OptunaSearch.convert_search_space(entry.optuna_space(sweep.grid()))
     study = optuna.create_study(direction="minimize" if entry.mode == "min" else "maximize")
-    for _, trial in ranked(trials, entry.metric, entry.mode).iterrows():
+    for _, trial in collect.ranked(trials, entry.metric, entry.mode).iterrows():
         params = {name: _plain(trial[f"config/{name}"]) for name in distributions}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])))
     if len(study.trials) < 2:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sweeps import checkpoints, figures
-from sweeps.report import _edge_warnings, _trials_table, best_checkpoint, ranked
+from sweeps.collect import ranked
+from sweeps.report import _edge_warnings, _trials_table, best_checkpoint
 from sweeps.run import Sweep
 
 
