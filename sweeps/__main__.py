@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
+MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
+        print(f"sweeps: error: {_machine_problem(error)}", file=sys.stderr)
+        return MACHINE_ERROR
+
+
+def _machine_problem(error: OSError) -> str:
+    # Every table and figure is written under a temporary name, then renamed: what was written before stays whole.
+    if error.errno == errno.ENOSPC:
+        return f"no space left on device ({error}): free some space or choose another --storage; the files already written are whole"
+    return f"{error}: check the storage path and the data path; the files already written are whole"
 
 
 def keep_ray_local(address: str | None) -> None:
@@ -87,8 +99,9 @@ def resume_sweep(args) -> None:
 
     sweep_dir = storage.absolute(args.path)
     run.load_sweep(sweep_dir)  # fails before Ray starts if this is not a sweep
+    run.check_fallback(args.corrupt_checkpoint)
     run.start_ray(args.address)
-    _finish(run.resume(sweep_dir), args.no_report)
+    _finish(run.resume(sweep_dir, args.corrupt_checkpoint), args.no_report)
 
 
 def report(args) -> None:
@@ -187,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     resumer.set_defaults(command=resume_sweep)
     resumer.add_argument("path", help="the sweep's folder")
     resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
+    resumer.add_argument("--corrupt-checkpoint", default="previous", metavar="previous|scratch",
+                         help="where a trial whose last checkpoint cannot be read goes on from (default: previous)")
     resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
     reporter = commands.add_parser("report", help="figures and report.md of a sweep, from its files")

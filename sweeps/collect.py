@@ -1,7 +1,8 @@
 """A sweep's results as two tables, from the files alone (finished, interrupted or still running):
 
 - `trials.parquet`: one row per trial: `trial_id`, `config/<name>`, `status`, `stopped_early`, `diverged`,
-  `epochs`, `best_<metric>` and `last_<metric>` for every metric, `wall_time_s`, `node_id`, `error`;
+  `epochs`, `best_<metric>` and `last_<metric>` for every metric, `wall_time_s`, `node_id`, `error` (why an errored
+  or diverged trial ended);
 - `metrics.parquet`: one row per trial and epoch: `trial_id`, `epoch` and the metrics.
 
 Ray Tune's own files are read through `ExperimentAnalysis`; an epoch reported twice (a trial restarted from
@@ -73,7 +74,7 @@ def _trial_row(trial, history: pd.DataFrame) -> dict:
         "epochs": epochs,
         "wall_time_s": float(history["time_total_s"].max()) if "time_total_s" in history and len(history) else 0.0,
         "node_id": history["node_id"].iloc[-1] if "node_id" in history and len(history) else None,
-        "error": _error(trial),
+        "error": _diverged_at(history) if diverged else _error(trial),
         "path": trial.path,
     }
     for column in metric_columns(history):
@@ -81,6 +82,11 @@ def _trial_row(trial, history: pd.DataFrame) -> dict:
         row[f"best_{column}"] = best(column, values) if len(values) else float("nan")
         row[f"last_{column}"] = history[column].iloc[-1] if len(history) else float("nan")
     return row
+
+
+def _diverged_at(history: pd.DataFrame) -> str:
+    first = history[history["diverged"].astype(bool)].iloc[0]
+    return f"diverged: train_loss {first['train_loss']} at epoch {int(first['epoch'])} (lower lr, or clip gradients with grad_clip)"
 
 
 def _error(trial) -> str | None:

@@ -18,6 +18,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from sweeps import storage  # noqa: E402
+
 SIZE = (8, 4.5)  # inches
 DPI = 110
 STYLES = ("-", "--", ":", "-.")
@@ -30,12 +32,14 @@ def _subplots(*args, **kwargs):
 
 
 def save(figure: plt.Figure, path: str | Path) -> Path:
-    """PNG with a 256-colour palette: a few tens of KB per figure, no visible loss for line art."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    """PNG with a 256-colour palette: a few tens of KB per figure, no visible loss for line art.
+    Written whole or not at all (a full disk leaves the previous figure, not half a new one)."""
+    drawn, png = io.BytesIO(), io.BytesIO()
+    figure.savefig(drawn, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
-    buffer.seek(0)
-    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    drawn.seek(0)
+    Image.open(drawn).convert("RGB").quantize(colors=256).save(png, format="png", optimize=True)
+    storage.write_bytes(str(path), png.getvalue())
     return Path(path)
 
 

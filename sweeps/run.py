@@ -29,6 +29,7 @@ from lstm_ae.data import DataError
 from lstm_ae.model import ModelConfig
 from lstm_ae.train import Hyperparameters
 from sweeps import collect, storage
+from sweeps.checkpoints import FALLBACKS
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 from sweeps.trial import train
 
@@ -165,10 +166,11 @@ def build_datasets(sweep: Sweep) -> dict:
         raise SweepError(str(error)) from None
 
 
-def trainable(sweep: Sweep, datasets: dict):
+def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous"):
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train, datasets=datasets), resources)
+    parameters = tune.with_parameters(train, datasets=datasets, on_corrupt_checkpoint=on_corrupt_checkpoint)
+    return tune.with_resources(parameters, resources)
 
 
 def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
@@ -241,14 +243,22 @@ def load_sweep(sweep_dir: str) -> Sweep:
     return Sweep(**storage.read_json(record)["sweep"])
 
 
-def resume(sweep_dir: str) -> str:
-    """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint."""
+def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous") -> str:
+    """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
+    (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`)."""
+    check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
     sweep = load_sweep(sweep_dir)
     if not tune.Tuner.can_restore(sweep_dir):
         raise SweepError(f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): start it again with `sweeps run`")
-    tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, build_datasets(sweep)), resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, build_datasets(sweep), on_corrupt_checkpoint),
+                               resume_unfinished=True, resume_errored=True)
     return fit(tuner, sweep_dir)
+
+
+def check_fallback(on_corrupt_checkpoint: str) -> None:
+    if on_corrupt_checkpoint not in FALLBACKS:
+        raise SweepError(f"unknown --corrupt-checkpoint {on_corrupt_checkpoint!r}: choose {' or '.join(FALLBACKS)}")
 
 
 def fit(tuner: tune.Tuner, sweep_dir: str) -> str:

@@ -25,7 +25,7 @@ def data_key(config: dict) -> tuple:
     return tuple(config[name] for name in EXPERIMENTS[config["experiment"]].data_params)
 
 
-def train(config: dict, datasets: dict) -> None:
+def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous") -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
@@ -34,10 +34,7 @@ def train(config: dict, datasets: dict) -> None:
     model_config = {"input_size": splits.train.x.shape[-1], "hidden_size": config["hidden_size"], **experiment.heads}
     model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
 
-    start, history = None, []
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as folder:
-            start, history = checkpoints.load(folder)
+    start, history = checkpoints.restore(tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name())
 
     run = fit(
         model,

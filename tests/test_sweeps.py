@@ -2,12 +2,7 @@
 
 import json
 import re
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,30 +13,11 @@ from sweeps import checkpoints
 from sweeps.experiments import EXPERIMENTS
 from sweeps.report import write_report
 from sweeps.run import Sweep, command_line, run
-
-
-def sweeps_cli(*args, timeout=300, **kwargs):
-    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+from tests.sweeping import check_tables, checkpoint_dirs, sweeps_cli
 
 
 def data_for(name, mnist_root, stocks_csv):
     return {"mnist": mnist_root, "snp500": stocks_csv}.get(EXPERIMENTS[name].source)
-
-
-def latest_checkpoint(trial_path) -> Path:
-    return max(Path(trial_path).glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
-
-
-def check_tables(sweep_dir, expected_trials):
-    trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
-    metrics = pd.read_parquet(Path(sweep_dir) / "metrics.parquet")
-    assert len(trials) == expected_trials and trials.trial_id.is_unique
-    assert not metrics.duplicated(["trial_id", "epoch"]).any()
-    assert set(metrics.trial_id) == set(trials.trial_id)
-    for trial in trials.itertuples():
-        epochs = metrics[metrics.trial_id == trial.trial_id].epoch.tolist()
-        assert epochs == list(range(1, trial.epochs + 1))  # every epoch exactly once
-    return trials, metrics
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +45,7 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
 
     # A checkpoint is model.pt + metrics.parquet, read back with weights_only.
     trial = trials.sort_values("epochs").iloc[-1]
-    state, history = checkpoints.load(latest_checkpoint(trial.path))
+    state, history = checkpoints.load(checkpoint_dirs(trial.path)[-1])
     assert state["epoch"] == trial.epochs and [m["epoch"] for m in history] == list(range(1, trial.epochs + 1))
     assert state["model_config"]["hidden_size"] == trial["config/hidden_size"]
     assert set(state) >= {"model", "optimizer", "rng", "model_config"}
@@ -130,40 +106,3 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
         shutil.rmtree(folder)
     text = Path(write_report(str(tmp_path / "b"))).read_text()
     assert "No trial has a usable result with a checkpoint yet" in text and "## All trials (4, best first)" in text
-
-
-def _epochs_reported(trial_dir: Path) -> list[int]:
-    result = trial_dir / "result.json"
-    return [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line.strip()] if result.exists() else []
-
-
-def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path):
-    args = ["run", "synthetic", "--storage", tmp_path, "--name", "killed", "--no-early-stop", "--set", "hidden_size=10,25",
-            "--set", "batch_size=32", "--epochs", "12"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweeps", *map(str, args)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    sweep_dir = tmp_path / "killed"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill once two trials have finished and others are under way
-        reported = {d: _epochs_reported(d) for d in sweep_dir.glob("train_*") if d.is_dir()}
-        if sum(12 in epochs for epochs in reported.values()) >= 2:
-            break
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, with no chance to clean up
-    driver.wait()
-    at_kill = {d.name: (_epochs_reported(d), list(d.glob("checkpoint_*"))) for d in sweep_dir.glob("train_*")}
-    assert sum(12 in epochs for epochs, _ in at_kill.values()) >= 2
-    assert any(12 not in epochs for epochs, _ in at_kill.values())  # and some were not finished
-
-    done = sweeps_cli("resume", sweep_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials, _ = check_tables(sweep_dir, 8)
-    assert (trials.status == "TERMINATED").all() and (trials.epochs == 12).all()
-    for trial in trials.itertuples():
-        name = Path(trial.path).name
-        epochs_before, had_checkpoint = at_kill.get(name, ([], []))
-        after = _epochs_reported(Path(trial.path))
-        if 12 in epochs_before or had_checkpoint:
-            assert after.count(1) == 1, f"{name} ran again from scratch: {after}"
-        if 12 in epochs_before:
-            assert after == list(range(1, 13)), f"{name} had finished, yet ran again: {after}"

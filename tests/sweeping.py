@@ -1,0 +1,80 @@
+"""What the tests of real sweeps share: the command line as a user runs it, and checks of a sweep's files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def start_driver(*args, log: Path | None = None) -> subprocess.Popen:
+    """`sweeps ...` in the background, in a session of its own: killing the session kills the driver and the
+    local Ray it started, as a lost machine would."""
+    out = open(log, "w") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "sweeps", *map(str, args)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_driver(driver: subprocess.Popen) -> None:
+    os.killpg(driver.pid, signal.SIGKILL)  # no chance to clean up
+    driver.wait()
+
+
+def wait_for(condition, timeout: float, what: str, driver: subprocess.Popen | None = None):
+    """Poll `condition` until it returns something true; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        if driver is not None and driver.poll() is not None:
+            pytest.fail(f"the driver ended (status {driver.returncode}) before {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def results_reported(trial_dir: Path) -> list[dict]:
+    """Every result the trial reported to Ray, in order, repeats included (result.json, written as it runs)."""
+    result = Path(trial_dir) / "result.json"
+    results = []
+    for line in result.read_text().splitlines() if result.exists() else []:
+        try:
+            results.append(json.loads(line))
+        except ValueError:  # the line being written when the driver was killed
+            pass
+    return results
+
+
+def epochs_reported(trial_dir: Path) -> list[int]:
+    return [result["epoch"] for result in results_reported(trial_dir)]
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(d for d in Path(sweep_dir).glob("train_*") if d.is_dir())
+
+
+def checkpoint_dirs(trial_dir: Path) -> list[Path]:
+    return sorted(Path(trial_dir).glob("checkpoint_*"))
+
+
+def check_tables(sweep_dir, expected_trials: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """trials.parquet has every trial once; metrics.parquet every epoch of every trial exactly once."""
+    trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
+    metrics = pd.read_parquet(Path(sweep_dir) / "metrics.parquet")
+    assert len(trials) == expected_trials and trials.trial_id.is_unique
+    assert not metrics.duplicated(["trial_id", "epoch"]).any()
+    assert set(metrics.trial_id) == set(trials.trial_id)
+    for trial in trials.itertuples():
+        epochs = metrics[metrics.trial_id == trial.trial_id].epoch.tolist()
+        assert epochs == list(range(1, trial.epochs + 1))
+    assert not list(Path(sweep_dir).glob("*.tmp-*"))  # no half-written file left behind
+    return trials, metrics

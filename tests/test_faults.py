@@ -1,0 +1,205 @@
+"""Faults on real Ray, at tiny scale: each test does the harmful thing for real (SIGKILL to a trial's worker or to
+the driver, a node removed from a cluster, a truncated checkpoint, a diverging trial, a full disk) and checks that
+the sweep goes on and that nothing finished is lost or run again."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from ray.cluster_utils import Cluster
+from ray.tune import ExperimentAnalysis
+
+from sweeps import checkpoints
+from tests.sweeping import (check_tables, checkpoint_dirs, epochs_reported, kill_driver, results_reported, start_driver, sweeps_cli,
+                            trial_dirs, wait_for)
+
+# Two or four small synthetic trials, checkpointed every 3 epochs (the quick preset's), long enough to be caught mid-run.
+TWO_TRIALS = ["--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
+              "--no-early-stop", "--no-report"]
+
+
+def run_args(sweep_dir: Path, epochs: int, *extra) -> list:
+    return ["run", "synthetic", "--storage", sweep_dir.parent, "--name", sweep_dir.name, "--epochs", epochs, *TWO_TRIALS, *extra]
+
+
+def progress(sweep_dir: Path) -> dict:
+    """Per trial folder: (epochs reported, checkpoint folders)."""
+    return {d.name: (epochs_reported(d), checkpoint_dirs(d)) for d in trial_dirs(sweep_dir)}
+
+
+def mid_training(sweep_dir: Path, checkpoints_each: int, epochs: int = 40) -> bool:
+    """Both trials have this many checkpoints, and neither is near its end."""
+    seen = progress(sweep_dir)
+    return len(seen) == 2 and all(len(c) >= checkpoints_each and e and max(e) < epochs - 4 for e, c in seen.values())
+
+
+def trial_workers(driver: subprocess.Popen) -> list[psutil.Process]:
+    """The driver's Ray worker processes that run trials (Ray titles them after the trainable)."""
+    return [p for p in psutil.Process(driver.pid).children(recursive=True) if "ImplicitFunc" in " ".join(p.cmdline())]
+
+
+def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
+    sweep_dir = tmp_path / "worker"
+    driver = start_driver(*run_args(sweep_dir, 40))
+    wait_for(lambda: mid_training(sweep_dir, 1), 180, "both trials to pass their first checkpoint", driver)
+    victim = trial_workers(driver)[0]
+    victim.kill()  # SIGKILL
+    assert driver.wait(timeout=300) == 0
+
+    trials, _ = check_tables(sweep_dir, 2)  # metrics.parquet: every epoch of both trials exactly once
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+    restarted = [epochs for epochs in map(epochs_reported, trial_dirs(sweep_dir)) if len(epochs) > len(set(epochs))]
+    assert len(restarted) == 1, "exactly the killed worker's trial ran some epochs again"
+    epochs = restarted[0]
+    assert epochs.count(1) == 1, f"the restarted trial began again from scratch: {epochs}"
+    resumed_at = next(i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1])
+    assert (epochs[resumed_at] - 1) % 3 == 0, f"it did not go on from a checkpoint (taken every 3 epochs): {epochs}"
+
+
+def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
+    sweep_dir, epochs = tmp_path / "killed", 24
+    args = ["run", "synthetic", "--storage", tmp_path, "--name", "killed", "--no-early-stop", "--no-report",
+            "--set", "hidden_size=10,25", "--set", "batch_size=32", "--epochs", epochs]
+
+    def finished(seen):  # trial folder -> the epochs it reported, for the trials that reached the last epoch
+        return {name: reported for name, (reported, _) in seen.items() if epochs in reported}
+
+    def first_results():
+        return any(reported for reported, _ in progress(sweep_dir).values())
+
+    def checkpoint_being_written(before=[]):  # a checkpoint folder has just appeared: Ray may still be filling it
+        before.append(sum(len(c) for _, c in progress(sweep_dir).values()))
+        return len(before) > 1 and before[-1] > before[-2]
+
+    def two_more_finished():
+        return len(finished(progress(sweep_dir))) >= len(done_before) + 2
+
+    done_before = {}
+    for what, moment in [("the first results", first_results), ("a checkpoint write", checkpoint_being_written),
+                         ("two more trials finished", two_more_finished)]:
+        command = ["resume", sweep_dir, "--no-report"] if (sweep_dir / "sweep.json").exists() else args
+        driver = start_driver(*command)
+        wait_for(moment, 240, what, driver)
+        kill_driver(driver)
+        at_kill = progress(sweep_dir)
+        for name, reported in done_before.items():  # finished trials are never run again
+            assert at_kill[name][0] == reported, f"{name} ran again after it had finished: {at_kill[name][0]}"
+        done_before = finished(at_kill)
+    assert len(done_before) >= 2
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 8)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == epochs).all()
+    for name, reported in done_before.items():
+        assert epochs_reported(sweep_dir / name) == reported, f"{name} ran again after it had finished"
+
+
+@pytest.mark.parametrize("fallback", ["previous", "scratch"])
+def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, fallback):
+    sweep_dir = tmp_path / "corrupt"
+    driver = start_driver(*run_args(sweep_dir, 40))
+
+    def resumable():  # the checkpoints Ray will resume from, as its own state records them, each with an older one
+        if not mid_training(sweep_dir, 2):
+            return None
+        recorded = {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
+        if all(c is not None and not c.path.endswith("checkpoint_000000") for c in recorded.values()):
+            return {name: Path(c.path) for name, c in recorded.items()}
+
+    latest = wait_for(resumable, 180, "Ray to record a second checkpoint of each trial", driver)
+    kill_driver(driver)
+    # The first trial's is truncated.
+    broken_trial, healthy_trial = sorted(latest)
+    model_file = latest[broken_trial] / checkpoints.MODEL_FILE
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    older = [c for c in checkpoint_dirs(sweep_dir / broken_trial) if c.name < latest[broken_trial].name]
+    expected_start = checkpoints.load(older[-1])[0]["epoch"] + 1 if fallback == "previous" else 1
+    healthy_epoch = checkpoints.load(latest[healthy_trial])[0]["epoch"]  # read now: Ray prunes old checkpoints
+    reported_before = {name: len(epochs_reported(sweep_dir / name)) for name in latest}
+
+    done = sweeps_cli("resume", sweep_dir, "--corrupt-checkpoint", fallback, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert f"cannot read checkpoint {model_file}" in output  # which trial (its folder) and which file
+    after = {name: epochs_reported(sweep_dir / name)[count:] for name, count in reported_before.items()}
+    assert after[broken_trial][0] == expected_start
+    assert after[healthy_trial][0] == healthy_epoch + 1  # the other trial goes on from its own checkpoint
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+
+
+def test_a_node_lost_mid_sweep_moves_its_trials_to_the_other_node(tmp_path):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        head, worker = cluster.head_node.node_id, cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        sweep_dir = tmp_path / "lost-node"
+        driver = start_driver(*run_args(sweep_dir, 40, "--address", cluster.address))
+
+        def checkpointed_on_worker():
+            for trial in trial_dirs(sweep_dir):
+                results = results_reported(trial)
+                if checkpoint_dirs(trial) and results and results[-1]["node_id"] == worker.node_id:
+                    return True
+            return False
+
+        wait_for(checkpointed_on_worker, 180, "a trial to checkpoint on the second node", driver)
+        cluster.remove_node(worker, allow_graceful=False)
+        assert driver.wait(timeout=300) == 0
+    finally:
+        cluster.shutdown()
+    trials, metrics = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+    assert worker.node_id in set(metrics.node_id)  # some epochs ran on the lost node ...
+    assert (trials.node_id == head).all()  # ... and every trial ended on the head
+
+
+def test_a_diverging_trial_is_recorded_and_left_out_of_the_best(tmp_path, stocks_csv):
+    # The predictor head is linear, hence unbounded: at lr 1e20 its loss is not finite from the first epoch.
+    done = sweeps_cli("run", "snp500-predict", "--data", stocks_csv, "--storage", tmp_path, "--name", "nan",
+                      "--set", "hidden_size=8", "--set", "normalize=first", "--set", "lr=0.001,1e20", "--epochs", "3", "--no-early-stop")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(tmp_path / "nan", 2)
+    bad, good = trials[trials["config/lr"] == 1e20].iloc[0], trials[trials["config/lr"] == 0.001].iloc[0]
+    assert bad.diverged and bad.epochs == 1 and re.match(r"diverged: train_loss (nan|inf) at epoch 1 ", bad.error)
+    assert not good.diverged and good.epochs == 3 and pd.isna(good.error)
+    assert f"at trial {good.trial_id}" in done.stdout and "1 diverged" in done.stdout
+    report = (tmp_path / "nan" / "report.md").read_text()
+    assert f"Trial `{good.trial_id}`" in report and f"Trial `{bad.trial_id}`" not in report
+
+
+def test_a_full_disk_is_a_clear_error_and_loses_no_table(tmp_path, tiny_disk):
+    done = sweeps_cli("run", "synthetic", "--storage", tiny_disk, "--name", "full", "--epochs", "3", *TWO_TRIALS[:-1])
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweeps: error: no space left on device") and "free some space" in last, done.stderr[-2000:]
+    assert not list((tiny_disk / "full").glob("*.tmp-*"))
+    for table in (tiny_disk / "full").glob("*.parquet"):
+        pd.read_parquet(table)  # whatever was written is whole
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 300 KB file system (tmpfs), so writes fail with ENOSPC as on a full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_writes_to_a_full_disk_keep_the_previous_file(tiny_disk):
+    from sweeps import storage
+
+    table = str(tiny_disk / "trials.parquet")
+    storage.write_parquet(table, pd.DataFrame({"trial_id": ["a"], "epochs": [1]}))
+    with pytest.raises(OSError):
+        storage.write_parquet(table, pd.DataFrame({"x": range(200_000)}).assign(y=lambda d: d.x.astype(str)))
+    assert pd.read_parquet(table).trial_id.tolist() == ["a"]
+    assert [p.name for p in tiny_disk.iterdir()] == ["trials.parquet"]
