@@ -1,5 +1,6 @@
 """The registry and the checks a sweep goes through before Ray starts (no Ray cluster is started here)."""
 
+import re
 import subprocess
 import sys
 
@@ -143,3 +144,29 @@ def test_cli_as_a_user_runs_it():
     listing = subprocess.run([sys.executable, "-m", "sweeps", "list"], capture_output=True, text=True, check=True).stdout
     for name in EXPERIMENTS:
         assert name in listing
+
+
+@pytest.mark.parametrize("command", ["resume", "report", "status"])
+def test_folders_that_are_not_sweeps_are_named(tmp_path, capsys, command):
+    for folder in (tmp_path / "missing", tmp_path):
+        assert main([command, str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"sweeps: error: {folder} is not a sweep folder (no sweep.json): pass the folder `sweeps run` printed"
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_checkpoint_fallback_is_refused_before_ray_starts(tmp_path, capsys):
+    sweep = Sweep("synthetic")
+    claim(sweep, prepare(sweep, str(tmp_path), "s")[0])
+    assert main(["resume", str(tmp_path / "s"), "--corrupt-checkpoint", "latest"]) == 2
+    assert "unknown --corrupt-checkpoint 'latest': choose previous or scratch" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["sweep.json"]
+
+
+def test_more_gpus_per_trial_than_the_machine_has(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--gpus-per-trial", "64", "--storage", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.fullmatch(r"sweeps: error: each trial asks for 64 GPUs but this machine's Ray has \d+: "
+                        r"lower --gpus-per-trial, or run on a cluster with --address", done.stderr.strip().splitlines()[-1])
+    assert not any(tmp_path.iterdir())

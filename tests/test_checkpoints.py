@@ -1,0 +1,71 @@
+"""Checkpoint files: what is refused, and where a trial goes on when its checkpoint cannot be read."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from ray import tune
+
+from sweeps import checkpoints
+from sweeps.checkpoints import CheckpointError
+
+
+def write_checkpoints(trial: Path, epochs=(3, 6, 9)) -> list[Path]:
+    folders = []
+    for index, epoch in enumerate(epochs):
+        folder = trial / f"checkpoint_{index:06d}"
+        folder.mkdir(parents=True)
+        state = {"model": {"w": torch.full((2,), float(epoch))}, "optimizer": {}, "epoch": epoch, "rng": torch.Generator().get_state()}
+        checkpoints.save(folder, state, {"input_size": 1, "hidden_size": 2}, [{"epoch": e} for e in range(1, epoch + 1)])
+        folders.append(folder)
+    return folders
+
+
+class RunsCode:
+    def __reduce__(self):  # unpickling this would create a file: the harm a tampered checkpoint could do
+        return (Path.touch, (Path(MARKER),))
+
+
+MARKER = "/tmp/lstm-ae-sweeps-pickle-ran"
+
+
+def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
+    Path(MARKER).unlink(missing_ok=True)
+    (folder,) = write_checkpoints(tmp_path, epochs=(3,))
+    torch.save({"model": RunsCode(), "epoch": 3}, folder / checkpoints.MODEL_FILE)
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {folder / 'model.pt'}: UnpicklingError"):
+        checkpoints.load(folder)
+    assert not Path(MARKER).exists()
+
+
+def test_a_readable_checkpoint_is_used_as_it_is(tmp_path):
+    folders = write_checkpoints(tmp_path)
+    state, history = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
+    assert state["epoch"] == 9 and len(history) == 9 and state["model"]["w"][0] == 9
+    assert checkpoints.restore(None, "previous", "t") == (None, [])
+
+
+@pytest.mark.parametrize("fallback, epoch", [("previous", 3), ("scratch", None)])
+def test_an_unreadable_checkpoint_falls_back_as_chosen(tmp_path, capsys, fallback, epoch):
+    folders = write_checkpoints(tmp_path)
+    model = folders[2] / checkpoints.MODEL_FILE
+    model.write_bytes(model.read_bytes()[:100])  # truncated
+    (folders[1] / checkpoints.METRICS_FILE).write_bytes(b"not parquet")  # and its predecessor is damaged too
+    state, history = checkpoints.restore(tune.Checkpoint(str(folders[2])), fallback, "trial_x")
+    assert (state and state["epoch"]) == epoch and len(history) == (epoch or 0)
+    said = capsys.readouterr().err
+    assert f"trial trial_x: cannot read checkpoint {model}" in said
+    if fallback == "previous":
+        assert f"going on from the previous checkpoint {folders[0]} (epoch 3)" in said
+    else:
+        assert "starting again from scratch" in said
+
+
+def test_no_readable_checkpoint_left_starts_from_scratch(tmp_path, capsys):
+    folders = write_checkpoints(tmp_path, epochs=(3, 6))
+    for folder in folders:
+        (folder / checkpoints.MODEL_FILE).unlink()
+    assert checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t") == (None, [])
+    assert "no readable checkpoint left" in capsys.readouterr().err
+    assert pd.read_parquet(folders[0] / checkpoints.METRICS_FILE).epoch.tolist() == [1, 2, 3]  # nothing deleted
