@@ -212,7 +212,15 @@ def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
         cells = [t.trial_id, *[_plain(t[f"config/{n}"]) for n in names], _fmt(t[f"best_{metric}"]), _fmt(t[f"last_{metric}"]),
                  t.epochs, "yes" if t.stopped_early else "no", status, f"{t.wall_time_s:.1f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _failures(trials))
+
+
+def _failures(trials: pd.DataFrame) -> list[str]:
+    """Why each errored or diverged trial ended (from trials.parquet's `error`), below the table."""
+    failed = trials[trials["error"].notna()] if "error" in trials else trials.iloc[0:0]
+    if failed.empty:
+        return []
+    return ["", "Trials that failed, left out of the best-trial choice:", ""] + [f"- `{t.trial_id}`: {t.error}" for t in failed.itertuples()]
 
 
 def _fmt(value) -> str:

@@ -170,6 +170,7 @@ def test_a_diverging_trial_is_recorded_and_left_out_of_the_best(tmp_path, stocks
     assert f"at trial {good.trial_id}" in done.stdout and "1 diverged" in done.stdout
     report = (tmp_path / "nan" / "report.md").read_text()
     assert f"Trial `{good.trial_id}`" in report and f"Trial `{bad.trial_id}`" not in report
+    assert f"- `{bad.trial_id}`: {bad.error}" in report  # and why it was left out
 
 
 def test_a_full_disk_is_a_clear_error_and_loses_no_table(tmp_path, tiny_disk):
