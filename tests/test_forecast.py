@@ -12,7 +12,11 @@ def model():
 
 def test_one_step_is_the_predictor_head(model):
     x = torch.rand(3, 20, 1)
-    assert torch.equal(one_step(model, x), model(x).prediction)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x).prediction
+    # Same maths; the kernels chosen with and without autograd may differ in the last bits.
+    torch.testing.assert_close(one_step(model, x), expected, rtol=0, atol=1e-6)
 
 
 def test_multi_step_uses_only_the_observed_part(model):
