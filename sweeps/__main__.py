@@ -126,6 +126,12 @@ def status(args) -> None:
     _summary(storage.absolute(args.path))
 
 
+def bench(args) -> int:
+    from sweeps import bench as benchmark
+
+    return benchmark.main(quick=args.quick, out=args.out)
+
+
 def _summary(sweep_dir: str) -> None:
     from sweeps import collect, run
 
@@ -212,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     stat = commands.add_parser("status", help="trials finished, running, stopped early or errored, and the best so far")
     stat.set_defaults(command=status)
     stat.add_argument("path", help="the sweep's folder")
+
+    bencher = commands.add_parser("bench", help="overheads of the trainer, Ray Tune and ASHA, threads, memory: ratios measured side by side")
+    bencher.set_defaults(command=bench)
+    bencher.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)")
+    bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")
     return top
 
 

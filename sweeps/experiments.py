@@ -16,17 +16,14 @@ from lstm_ae.data import Splits, head, mnist, snp500, synthetic
 @dataclass(frozen=True)
 class DataSource:
     load: Callable[..., Splits]  # (path, seed, **kwargs), in the driver: what is shipped to every trial
-    prepare: Callable[[Splits], Splits] = lambda splits: splits  # in the trial, e.g. MNIST's uint8 -> floats
     path: str | None = None  # what --data means for this source; None where no file is needed
     default_path: str | None = None
 
 
 SOURCES = {
     "synthetic": DataSource(load=lambda path, seed, **kw: synthetic.load(seed=seed, **kw)),
-    # MNIST is shipped as uint8 (4x smaller in the object store) and scaled inside each trial.
     "mnist": DataSource(
-        load=lambda path, seed, **kw: mnist.load(path, seed=seed, raw=True, **kw),
-        prepare=mnist.scale,
+        load=lambda path, seed, **kw: mnist.load(path, seed=seed, **kw),
         path="the folder holding MNIST/raw/ (downloaded there by torchvision when missing)",
         default_path="data",
     ),

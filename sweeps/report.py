@@ -23,7 +23,6 @@ from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import evaluate
 from sweeps import checkpoints, collect, figures, storage
-from sweeps.experiments import SOURCES
 from sweeps.run import Sweep, command_line, load_sweep
 
 REPORT_FILE = "report.md"
@@ -108,7 +107,7 @@ def _context(sweep: Sweep, best: pd.Series, metrics: pd.DataFrame, folder: Path)
     model.load_state_dict(state["model"])
     model.eval()
     data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
-    splits = SOURCES[sweep.entry.source].prepare(sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params))
+    splits = sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params)
     history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)
     return Context(sweep, best, history, model, splits, int(state["epoch"]), folder, [])
 

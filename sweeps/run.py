@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -31,7 +32,7 @@ from lstm_ae.train import Hyperparameters
 from sweeps import collect, storage
 from sweeps.checkpoints import FALLBACKS
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
-from sweeps.trial import train
+from sweeps.trial import ship, train
 
 HYPERPARAMETERS = ("hidden_size", "lr", "batch_size", "grad_clip", "recon_weight")
 SEARCHES = ("grid", "optuna")
@@ -76,6 +77,11 @@ class Sweep:
     def fixed(self) -> dict:
         """The hyperparameters that take one value: the study's fixed ones, and those pinned with --set."""
         return {**{k: v for k, v in self.entry.fixed.items() if k not in self.grid()}, **self._pinned()}
+
+    def configs(self) -> list[dict]:
+        """Every point of the grid, with the fixed hyperparameters: the trials a grid search runs (per seed)."""
+        grid = self.grid()
+        return [{**self.fixed(), **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
 
     def _pinned(self) -> dict:
         return {k: v[0] for k, v in self.overrides.items() if len(v) == 1}
@@ -169,7 +175,7 @@ def build_datasets(sweep: Sweep) -> dict:
 def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous"):
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
-    parameters = tune.with_parameters(train, datasets=datasets, on_corrupt_checkpoint=on_corrupt_checkpoint)
+    parameters = tune.with_parameters(train, datasets=ship(datasets), on_corrupt_checkpoint=on_corrupt_checkpoint)
     return tune.with_resources(parameters, resources)
 
 
@@ -180,8 +186,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
     if sweep.early_stop:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget))
     search_alg = OptunaSearch(seed=sweep.seed) if sweep.search == "optuna" else None
-    grid_size = len(list(itertools.product(*sweep.grid().values())))
-    num_samples = (sweep.num_samples or grid_size) if sweep.search == "optuna" else 1
+    num_samples = (sweep.num_samples or len(sweep.configs())) if sweep.search == "optuna" else 1
     tune_config = tune.TuneConfig(
         metric=entry.metric,
         mode=entry.mode,
@@ -199,6 +204,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
         # The two best checkpoints by the metric, and always the latest (to resume from). Ray snapshots the
         # experiment each time a trial saved num_to_keep checkpoints: 1 would snapshot at every checkpoint.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode),
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # result.json feeds collect; no TensorBoard files (see `fit`)
         verbose=1,
     )
     return tune.Tuner(trainable(sweep, datasets), param_space=sweep.param_space(), tune_config=tune_config, run_config=run_config)
@@ -262,11 +268,18 @@ def check_fallback(on_corrupt_checkpoint: str) -> None:
 
 
 def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
+    without_tensorboard()
     try:
         tuner.fit()
     finally:  # interrupted or not, the tables cover what has run
         collect.write_tables(sweep_dir)
     return sweep_dir
+
+
+def without_tensorboard() -> None:
+    """Tune adds a TensorBoard logger to the JSON and CSV ones of make_tuner unless told not to, when a Tuner starts
+    (new or resumed): it doubled Tune's own cost per reported epoch (`sweeps bench`), and nothing here reads it."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def command_line(sweep: Sweep) -> str:

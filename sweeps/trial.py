@@ -9,15 +9,38 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import warnings
+from dataclasses import replace
 
 import ray
 import torch
 from ray import tune
 
+from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import fit
+from lstm_ae.train import Fit, fit
 from sweeps import checkpoints
-from sweeps.experiments import EXPERIMENTS, SOURCES
+from sweeps.experiments import EXPERIMENTS
+
+
+def ship(datasets: dict) -> dict:
+    """The data as numpy arrays, for the object store: Ray hands every trial on a node a read-only view of the
+    node's one copy (zero-copy), where each trial would get its own copy of torch tensors."""
+    return {key: _arrays(splits, torch.Tensor.numpy) for key, splits in datasets.items()}
+
+
+def unship(shipped: dict, config: dict) -> Splits:
+    """The trial's data, as tensors over the shipped arrays (no copy: the training loop only reads them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return _arrays(shipped[data_key(config)], torch.from_numpy)
+
+
+def _arrays(splits: Splits, convert) -> Splits:
+    def part(split: Split) -> Split:
+        return Split(convert(split.x), None if split.y is None else convert(split.y))
+
+    return replace(splits, train=part(splits.train), val=part(splits.val), test=part(splits.test))
 
 
 def data_key(config: dict) -> tuple:
@@ -25,17 +48,10 @@ def data_key(config: dict) -> tuple:
     return tuple(config[name] for name in EXPERIMENTS[config["experiment"]].data_params)
 
 
-def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous") -> None:
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
-    # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
-    torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
-    experiment = EXPERIMENTS[config["experiment"]]
-    splits = SOURCES[experiment.source].prepare(datasets[data_key(config)])
-    model_config = {"input_size": splits.train.x.shape[-1], "hidden_size": config["hidden_size"], **experiment.heads}
+def start_fit(config: dict, splits: Splits, start: dict | None = None, device=None) -> tuple[Fit, dict]:
+    """The trial's model and training run from its config: (the epochs to iterate, the model's config)."""
+    model_config = {"input_size": splits.train.x.shape[-1], "hidden_size": config["hidden_size"], **EXPERIMENTS[config["experiment"]].heads}
     model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
-
-    start, history = checkpoints.restore(tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name())
-
     run = fit(
         model,
         splits,
@@ -46,7 +62,18 @@ def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous")
         recon_weight=config.get("recon_weight", 0.5),
         seed=config["seed"],
         start=start,
+        device=device,
     )
+    return run, model_config
+
+
+def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous") -> None:
+    """`datasets`: what `ship` made of the driver's data."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
+    # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
+    torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    start, history = checkpoints.restore(tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name())
+    run, model_config = start_fit(config, unship(datasets, config), start)
     node_id = ray.get_runtime_context().get_node_id()
     for metrics in run:
         history.append(metrics)

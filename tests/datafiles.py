@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-MNIST_FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
+from lstm_ae.data import mnist
 
 def write_mnist(root: Path, n_train: int = 3000, n_test: int = 500, seed: int = 0) -> Path:
     """IDX files under root/MNIST/raw/ as torchvision expects; digit d is a bright bar on rows 2d+3..2d+5,
     over noise, so a model can learn both to reconstruct and to classify them."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for train, n in ((True, n_train), (False, n_test)):
         labels = rng.integers(0, 10, n).astype(np.uint8)
         images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         for image, digit in zip(images, labels):
             image[2 * digit + 3 : 2 * digit + 6, 4:24] = 255
-        images_name, labels_name = MNIST_FILES[train]
-        (raw / images_name).write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
-        (raw / labels_name).write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+        mnist.write(root, torch.from_numpy(images), torch.from_numpy(labels), train)
     return root
 
 

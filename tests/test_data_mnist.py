@@ -31,13 +31,6 @@ def test_train_val_split_is_seeded_and_disjoint(mnist_root):
     assert not any(tuple(img.flatten().tolist()) in train for img in a.val.x)
 
 
-def test_raw_keeps_uint8_until_scaled(mnist_root):
-    raw = mnist.load(mnist_root, val_size=100, download=False, raw=True)
-    assert raw.train.x.dtype == torch.uint8
-    scaled = mnist.scale(raw)
-    assert torch.equal(scaled.test.x, mnist.load(mnist_root, val_size=100, download=False).test.x)
-
-
 def test_missing_files_name_the_folder_and_the_files(tmp_path):
     with pytest.raises(DataError) as error:
         mnist.load(tmp_path, download=False)

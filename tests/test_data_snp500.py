@@ -130,3 +130,5 @@ def test_head_cuts_the_normaliser_with_the_sequences(tmp_path, prices):
     assert len(small.test) == 2 and len(small.meta["normalizer"]["test"]) == 2
     assert torch.equal(small.meta["normalizer"]["test"].invert(small.test.x), splits.meta["normalizer"]["test"].invert(splits.test.x)[:2])
     assert small.meta["tickers"] == splits.meta["tickers"]  # per stock, not per sequence: kept whole
+    # Copies, not views: shipping a cut must not ship the whole data it was cut from.
+    assert small.train.x.untyped_storage().nbytes() == small.train.x.nbytes

@@ -3,16 +3,20 @@
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
+import torch
 
+from lstm_ae.data import synthetic
 from sweeps import checkpoints
 from sweeps.experiments import EXPERIMENTS
 from sweeps.report import write_report
 from sweeps.run import Sweep, command_line, run
+from sweeps.trial import ship, unship
 from tests.sweeping import check_tables, checkpoint_dirs, sweeps_cli
 
 
@@ -27,19 +31,31 @@ def local_ray():
     ray.shutdown()
 
 
+def test_trials_read_the_object_stores_copy_of_the_data(local_ray):
+    datasets = {(): synthetic.load(n=2000)}  # big enough for the object store (small objects travel inline)
+    shipped = ray.get(ray.put(ship(datasets)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = unship(shipped, {"experiment": "synthetic"})
+    arrays = shipped[()].train
+    assert not arrays.x.flags.writeable  # Ray's zero-copy view of the store, not a copy
+    assert splits.train.x.data_ptr() == arrays.x.ctypes.data and splits.train.y is None
+    for name, part in datasets[()].items():
+        assert torch.equal(getattr(splits, name).x, part.x)
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, stocks_csv):
     data = data_for(name, mnist_root, stocks_csv)
     sweep = Sweep(name, epochs=2, data=str(data) if data else None)
     sweep_dir = run(sweep, str(tmp_path), "quick")
-    grid_size = 1
-    for values in sweep.grid().values():
-        grid_size *= len(values)
-    trials, metrics = check_tables(sweep_dir, grid_size)
+    trials, metrics = check_tables(sweep_dir, len(sweep.configs()))
     entry = EXPERIMENTS[name]
     assert (trials.status == "TERMINATED").all(), trials.error.tolist()
     assert trials[f"best_{entry.metric}"].notna().all() and entry.metric in metrics
     assert trials.node_id.notna().all()
+    # Ray Tune's JSON and CSV results (collect reads them), not its TensorBoard files (which cost a lot per epoch).
+    assert list(Path(sweep_dir).glob("*/result.json")) and not list(Path(sweep_dir).rglob("events.out.tfevents*"))
     record = json.loads((Path(sweep_dir) / "sweep.json").read_text())
     assert record["sweep"]["experiment"] == name and record["versions"]["ray"] == ray.__version__
 

@@ -8,7 +8,7 @@ The 60,000 training images are split into train and validation (seeded); the off
 
 from __future__ import annotations
 
-from dataclasses import replace
+import struct
 from pathlib import Path
 
 import torch
@@ -30,9 +30,8 @@ def load(
     val_size: int = 10_000,
     seed: int = 0,
     download: bool = True,
-    raw: bool = False,
 ) -> Splits:
-    """Pixels are floats in [0, 1]; with `raw=True` they stay uint8 (4x smaller to ship) until `scale`."""
+    """Pixels are float32 in [0, 1]."""
     if view not in VIEWS:
         raise ValueError(f"unknown MNIST view {view!r}: use one of {sorted(VIEWS)}")
     train_images, train_labels = _read(root, train=True, download=download)
@@ -42,22 +41,28 @@ def load(
 
     order = seeded_permutation(len(train_images), seed)
     val_idx, train_idx = order[:val_size], order[val_size:]
-    shape = VIEWS[view]
-    splits = Splits(
-        Split(train_images[train_idx].reshape(-1, *shape), train_labels[train_idx]),
-        Split(train_images[val_idx].reshape(-1, *shape), train_labels[val_idx]),
-        Split(test_images.reshape(-1, *shape), test_labels),
+
+    def pixels(images: torch.Tensor) -> torch.Tensor:  # uint8 0..255 -> float32 0..1, in the view's shape
+        return images.reshape(-1, *VIEWS[view]).float().div_(255)
+
+    return Splits(
+        Split(pixels(train_images[train_idx]), train_labels[train_idx]),
+        Split(pixels(train_images[val_idx]), train_labels[val_idx]),
+        Split(pixels(test_images), test_labels),
         meta={"seed": seed, "view": view, "num_classes": 10},
     )
-    return splits if raw else scale(splits)
 
 
-def scale(splits: Splits) -> Splits:
-    """uint8 pixels 0..255 -> float32 in [0, 1]; splits already in floats are returned as they are."""
-    if splits.train.x.dtype != torch.uint8:
-        return splits
-    as_float = {name: replace(part, x=part.x.float().div_(255)) for name, part in splits.items()}
-    return replace(splits, **as_float)
+def write(root: str | Path, images: torch.Tensor, labels: torch.Tensor, train: bool) -> Path:
+    """uint8 images (N, 28, 28) and their labels as MNIST's IDX files under root/MNIST/raw/, where `load` reads
+    them: small data sets in MNIST's own format, for tests and benchmarks."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    images_file, labels_file = RAW_FILES[:2] if train else RAW_FILES[2:]
+    n = len(images)
+    (raw / images_file).write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.to(torch.uint8).numpy().tobytes())
+    (raw / labels_file).write_bytes(struct.pack(">II", 0x801, n) + labels.to(torch.uint8).numpy().tobytes())
+    return Path(root)
 
 
 def _read(root: str | Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
