@@ -452,7 +452,7 @@ def _tune_alone(trials: int, epochs: int, epoch_s: float, cores: int, out: Path)
     space = {"epochs": epochs, "epoch_s": epoch_s, "trial": tune.grid_search(list(range(trials)))}
     tuner = tune.Tuner(tune.with_resources(sleeper, {"cpu": 1}), param_space=space,
                        tune_config=tune.TuneConfig(metric="val_mse", mode="min", reuse_actors=True),
-                       run_config=tune.RunConfig(name="tune-alone", storage_path=str(out / "sweeps"), verbose=0,
+                       run_config=tune.RunConfig(name="tune-alone", storage_path=str((out / "sweeps").resolve()), verbose=0,
                                                  callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
     with _quiet(out / RAY_LOG):
         start = time.perf_counter()

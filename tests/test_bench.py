@@ -56,7 +56,7 @@ def test_bare_loop_computes_the_losses_of_fits_first_epoch(name):
 
 @pytest.mark.timeout(900)  # under 2 minutes on an idle 2-core machine; much more while other jobs share it
 def test_quick_bench_from_the_command_line(tmp_path):
-    done = sweeps_cli("bench", "--quick", "--out", tmp_path / "bench", timeout=880)
+    done = sweeps_cli("bench", "--quick", "--out", "bench", cwd=tmp_path, timeout=880)  # a relative --out, as users write it
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "bench" / "bench.parquet")
     assert set(table.figure) == set(FIGURES)
