@@ -5,6 +5,7 @@ which metric to optimise, and two presets: `quick` (small data, few epochs: the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -59,6 +60,20 @@ class Experiment:
     data_params: tuple = ()  # hyperparameters that change the data (built once per value, in the driver)
     optuna_ranges: dict = field(default_factory=dict)  # overrides of the standard ranges below
     figures: tuple = ()  # the study's figures for this experiment: names of sweeps.report.EXPERIMENT_FIGURES
+
+    @property
+    def running_best(self) -> str:
+        """What ASHA and Optuna rank trials on: the best value of `metric` so far, which every trial reports. The
+        metric itself is noisy from epoch to epoch, and the best trial is chosen on its best value anyway."""
+        return f"best_{self.metric}"
+
+    def better(self, a: float, b: float) -> float:
+        """The better of two values of `metric`; a NaN (a diverged epoch) never wins."""
+        if not math.isfinite(b):
+            return a
+        if not math.isfinite(a):
+            return b
+        return min(a, b) if self.mode == "min" else max(a, b)
 
     def grid_for(self, preset: str) -> dict:
         return {**self.grid, **self.presets[preset].grid}

@@ -24,7 +24,9 @@ SIZE = (8, 4.5)  # inches
 DPI = 110
 STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
-plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
+# No offset on axes ("1e-5 + 1.1984" over a flat curve collides with the title): full tick values instead.
+plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.formatter.useoffset": False})
+FEW_EPOCHS = 25  # curves this short get a marker per epoch: a single epoch is a point, not an invisible line
 
 
 def _subplots(*args, **kwargs):
@@ -50,6 +52,17 @@ def _log_if_positive(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def _epoch_axis(ax, epochs: pd.Series) -> None:
+    """Whole epochs on the x axis, with room around a curve of one or two epochs."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs.nunique() < 3:
+        ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
+
+
+def _marker(epochs: pd.Series, marker: str = "o") -> str | None:
+    return marker if epochs.nunique() <= FEW_EPOCHS else None
+
+
 def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str) -> plt.Figure:
     """Every trial's validation metric per epoch; the best in bold; trials ASHA stopped marked where they stopped."""
     figure, ax = _subplots(figsize=SIZE)
@@ -57,17 +70,17 @@ def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, 
     for trial_id, curve in metrics.groupby("trial_id"):
         if trial_id == best_id:
             continue
-        ax.plot(curve.epoch, curve[metric], color="0.6", linewidth=0.8, linestyle="-")
+        ax.plot(curve.epoch, curve[metric], color="0.6", linewidth=0.8, linestyle="-", marker=_marker(metrics.epoch), markersize=3)
         if trial_id in stopped:
             ax.plot(curve.epoch.iloc[-1], curve[metric].iloc[-1], marker="x", color="0.3", linestyle="none")
     best = metrics[metrics.trial_id == best_id]
-    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, label=f"best trial ({best_id})")
+    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, marker=_marker(metrics.epoch), label=f"best trial ({best_id})")
     ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
     if stopped:
         ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early by ASHA")
     _log_if_positive(ax, metrics[metric])
     ax.set(title=f"{metric} of every trial", xlabel="epoch", ylabel=metric)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax, metrics.epoch)
     ax.legend()
     return figure
 
@@ -122,11 +135,12 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.
         for split, style in (("train", "-"), ("val", "--")):
             column = f"{split}_{part}"
             if column in history:
-                ax.plot(history.epoch, history[column], linestyle=style, color="black", label=split)
+                marker = _marker(history.epoch, "o" if split == "train" else "s")
+                ax.plot(history.epoch, history[column], linestyle=style, color="black", marker=marker, markersize=4, label=split)
         if "accuracy" not in part:
             _log_if_positive(ax, history[[c for c in (f"train_{part}", f"val_{part}") if c in history]].values.ravel())
         ax.set(title=part, xlabel="epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, history.epoch)
         ax.legend()
     figure.suptitle(title)
     return figure

@@ -188,7 +188,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
     search_alg = OptunaSearch(seed=sweep.seed) if sweep.search == "optuna" else None
     num_samples = (sweep.num_samples or len(sweep.configs())) if sweep.search == "optuna" else 1
     tune_config = tune.TuneConfig(
-        metric=entry.metric,
+        metric=entry.running_best,
         mode=entry.mode,
         scheduler=scheduler,
         search_alg=search_alg,

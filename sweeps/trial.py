@@ -1,11 +1,13 @@
 """The trial: the only code that runs inside Ray Tune's workers.
 
 Read the config, build the data and the model, continue from the last checkpoint when Ray restarts the
-trial, then loop over `lstm_ae.train.fit`, reporting every epoch and checkpointing every few.
+trial, then loop over `lstm_ae.train.fit`, reporting every epoch (with the best value of the experiment's metric
+so far, which ASHA and Optuna rank trials on) and checkpointing every few.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import tempfile
@@ -75,10 +77,13 @@ def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous")
     start, history = checkpoints.restore(tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name())
     run, model_config = start_fit(config, unship(datasets, config), start)
     node_id = ray.get_runtime_context().get_node_id()
+    experiment = EXPERIMENTS[config["experiment"]]
+    best = functools.reduce(experiment.better, (m[experiment.metric] for m in history), math.nan)  # epochs before a restart
     for metrics in run:
         history.append(metrics)
         diverged = not math.isfinite(metrics["train_loss"])
-        report = {**metrics, "node_id": node_id, "diverged": diverged}
+        best = experiment.better(best, metrics[experiment.metric])
+        report = {**metrics, experiment.running_best: best, "node_id": node_id, "diverged": diverged}
         if diverged or metrics["epoch"] == config["epochs"] or metrics["epoch"] % config["checkpoint_every"] == 0:
             # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
             with tempfile.TemporaryDirectory() as folder:

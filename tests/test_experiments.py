@@ -44,6 +44,14 @@ def test_optuna_ranges():
     assert Sweep("snp500-predict", search="optuna").param_space()["normalize"].categories == ["study", "first"]
 
 
+def test_the_running_best_ignores_diverged_epochs():
+    nan = float("nan")
+    by_loss, by_accuracy = EXPERIMENTS["synthetic"], EXPERIMENTS["mnist-rows-classify"]
+    assert by_loss.better(0.2, 0.1) == 0.1 and by_accuracy.better(0.2, 0.1) == 0.2
+    assert by_loss.better(0.2, nan) == 0.2 and by_loss.better(nan, 0.3) == 0.3
+    assert by_loss.running_best == "best_val_mse" and by_accuracy.running_best == "best_val_accuracy"
+
+
 def test_set_pins_or_sweeps_a_hyperparameter():
     sweep = Sweep("synthetic", overrides={"hidden_size": [16], "lr": [1e-3, 3e-3, 1e-2], "recon_weight": [0.5]})
     space = sweep.param_space()

@@ -61,6 +61,11 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
 
     # A checkpoint is model.pt + metrics.parquet, read back with weights_only.
     trial = trials.sort_values("epochs").iloc[-1]
+
+    # ASHA and Optuna rank trials on the best value of the metric so far, reported every epoch.
+    results = pd.read_json(Path(trial.path) / "result.json", lines=True)
+    so_far = results[entry.metric].cummin() if entry.mode == "min" else results[entry.metric].cummax()
+    assert results[entry.running_best].tolist() == pytest.approx(so_far.tolist())
     state, history = checkpoints.load(checkpoint_dirs(trial.path)[-1])
     assert state["epoch"] == trial.epochs and [m["epoch"] for m in history] == list(range(1, trial.epochs + 1))
     assert state["model_config"]["hidden_size"] == trial["config/hidden_size"]
