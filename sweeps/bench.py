@@ -18,7 +18,8 @@ It prints a table (one row per measure: figure, value, target, whether it holds,
 6. memory: an MNIST sweep (the study's split) with 2 trials at once: object store and trial workers' memory
    over the data shipped.
 
-Absolute times drift on a shared machine, so every figure is a ratio of two things run in the same bench,
+Run it through the command line, which keeps the Ray it starts on 127.0.0.1 (`keep_ray_local`), as for every
+command. Absolute times drift on a shared machine, so every figure is a ratio of two things run in the same bench,
 interleaved where they can be and repeated, with medians taken. Ray's start-up is timed apart.
 """
 
@@ -38,10 +39,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-
-# Ray reads these when it is imported (lazily, below): no usage reports, and a local Ray on 127.0.0.1 only.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pandas as pd
 import torch
@@ -329,12 +326,12 @@ class SweepResult:
     datasets: dict
     trials: pd.DataFrame
     metrics: pd.DataFrame
-    wall_s: float  # Tuner.fit only
+    wall_s: float  # run.fit: Tuner.fit, then the Parquet tables
 
 
 def run_sweep(sweep, out: Path, name: str, watch=None) -> SweepResult:
-    """A sweep through the project's runner (as `sweeps run` does), timing `Tuner.fit` alone."""
-    from sweeps import collect, run
+    """A sweep through the project's runner (as `sweeps run` does), timing `run.fit`: Tuner.fit, then the tables."""
+    from sweeps import collect, run, storage
 
     folder, datasets = run.prepare(sweep, str(out / "sweeps"), name)
     run.claim(sweep, folder)
@@ -343,7 +340,7 @@ def run_sweep(sweep, out: Path, name: str, watch=None) -> SweepResult:
         start = time.perf_counter()
         run.fit(tuner, folder)
         wall = time.perf_counter() - start
-        trials, metrics = collect.write_tables(folder)
+    trials, metrics = (storage.read_parquet(storage.join(folder, table)) for table in (collect.TRIALS_FILE, collect.METRICS_FILE))
     return SweepResult(folder, datasets, trials, metrics, wall)
 
 
@@ -406,7 +403,7 @@ def trial_overhead(budget: Budget, out: Path, ray_start_s: float) -> list[Row]:
     return [
         row(FIGURES[1], "trial vs fit alone (whole trial, reused worker)", median(each) / alone_total, ("<=", 1.10),
             f"{sizes}: in-trial {median(each):.2f} s (checkpoint every epoch, median of {len(each)}) vs fit alone {alone_total:.2f} s "
-            f"(median of {len(alone)}, before and after); Tuner.fit {result.wall_s:.1f} s for {len(trials)} trials of {trials.total.sum():.1f} s; "
+            f"(median of {len(alone)}, before and after); the sweep {result.wall_s:.1f} s for {len(trials)} trials of {trials.total.sum():.1f} s; "
             f"Ray start {ray_start_s:.1f} s apart"),
         row(FIGURES[1], "trial vs fit alone (per epoch after the first)", median(later_epochs) / alone_epoch, ("<=", 1.10),
             f"{median(later_epochs) * 1e3:.0f} ms in the trial with a checkpoint each epoch, {median(report_only) * 1e3:.0f} ms with reports only, "
@@ -466,7 +463,7 @@ def _tune_alone(trials: int, epochs: int, epoch_s: float, cores: int, out: Path)
 
 
 def _efficiency(sweep, budget: Budget, out: Path, cores: int, ray_start_s: float, target=None) -> tuple[Row, float]:
-    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's `Tuner.fit` wall time; and the
+    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's wall time (`run.fit`); and the
     mean seconds per epoch of `fit` alone."""
     from sweeps.run import build_datasets
 
@@ -485,7 +482,7 @@ def _efficiency(sweep, budget: Budget, out: Path, cores: int, ray_start_s: float
     in_trial = result.trials.wall_time_s.sum()
     epoch_s = work / len(grid) / sweep.budget
     detail = (f"{len(grid)} trials of {sweep.budget} epochs on {len(splits.train)} seqs: sum of fit alone {work:.1f} s / {cores} cores "
-              f"= {work / cores:.1f} s vs Tuner.fit {result.wall_s:.1f} s (in-trial time sums to {in_trial:.1f} s); Ray start {ray_start_s:.1f} s apart")
+              f"= {work / cores:.1f} s vs the sweep {result.wall_s:.1f} s (in-trial time sums to {in_trial:.1f} s); Ray start {ray_start_s:.1f} s apart")
     measure = f"{len(grid)}-trial grid on {cores} cores, {sweep.preset} preset ({work / len(grid):.1f} s per trial)"
     return row(FIGURES[2], measure, work / cores / result.wall_s, target, detail), epoch_s
 
@@ -507,7 +504,7 @@ def asha(budget: Budget, out: Path) -> list[Row]:
             f"{int(result.trials.stopped_early.sum())} stopped early"),
         row(FIGURES[4], "best val_mse, ASHA vs all", best / full_best, ("<=", 1.05), f"{best:.5f} with ASHA vs {full_best:.5f} without"),
         row(FIGURES[4], "wall time, ASHA vs all", result.wall_s / full_grid.wall_s,
-            detail=f"Tuner.fit {result.wall_s:.1f} s vs {full_grid.wall_s:.1f} s"),
+            detail=f"sweep {result.wall_s:.1f} s vs {full_grid.wall_s:.1f} s"),
     ]
 
 
@@ -682,12 +679,23 @@ def _figure(number: int, measure, *args) -> list[Row]:
     return rows
 
 
+def _check_out(out: Path) -> None:
+    """Before anything is measured: a folder that cannot be written is bad input, not a failure ten minutes in."""
+    from sweeps import storage
+    from sweeps.run import SweepError
+
+    try:
+        storage.check_writable(str(out))
+    except OSError as error:
+        raise SweepError(f"cannot write to --out {out} ({error.strerror or error}): choose a writable folder") from None
+
+
 def main(quick: bool = False, out: str | None = None) -> int:
     import ray
 
     budget = QUICK if quick else FULL
     out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
     started = time.perf_counter()
     torch.set_num_threads(1)  # as a trial of 1 CPU runs
     machine = {**machine_info(), "mode": "quick" if quick else "full"}

@@ -10,6 +10,7 @@ import torch
 
 from lstm_ae.data import mnist
 
+
 def write_mnist(root: Path, n_train: int = 3000, n_test: int = 500, seed: int = 0) -> Path:
     """IDX files under root/MNIST/raw/ as torchvision expects; digit d is a bright bar on rows 2d+3..2d+5,
     over noise, so a model can learn both to reconstruct and to classify them."""

@@ -9,6 +9,7 @@ import torch
 
 from lstm_ae.train import fit
 from sweeps import bench
+from sweeps.__main__ import main
 from sweeps.bench import FIGURES, SHAPES, Row, bare_epoch, format_table, random_splits, row, write
 from tests.sweeping import sweeps_cli
 
@@ -66,3 +67,9 @@ def test_quick_bench_from_the_command_line(tmp_path):
     machine = json.loads((tmp_path / "bench" / "machine.json").read_text())
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["mode"] == "quick"
     assert "bench took" in done.stdout and "trainer overhead" in done.stdout
+
+
+def test_an_unwritable_out_is_refused_before_measuring(capsys):
+    assert main(["bench", "--quick", "--out", "/proc/bench"]) == 2  # not even root can create folders there
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sweeps: error: cannot write to --out /proc/bench") and "\n" not in err
