@@ -46,9 +46,10 @@ def load(folder: str | Path) -> tuple[dict, list[dict]]:
 def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tuple[dict | None, list[dict]]:
     """The state and history to continue from: Ray's `checkpoint` or, where it cannot be read, the newest
     older checkpoint of the trial that can (`fallback="previous"`) or nothing (`"scratch"`)."""
-    candidates = [checkpoint] if checkpoint is not None else []
-    if checkpoint is not None and fallback == "previous":
-        candidates += _older(checkpoint)
+    if checkpoint is None:
+        return None, []
+    checkpoint = _latest(checkpoint, trial)
+    candidates = [checkpoint] + (_older(checkpoint) if fallback == "previous" else [])
     for candidate in candidates:
         try:
             with candidate.as_directory() as folder:
@@ -59,15 +60,39 @@ def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tu
         if candidate is not checkpoint:
             print(f"trial {trial}: going on from the previous checkpoint {candidate.path} (epoch {state['epoch']})", file=sys.stderr, flush=True)
         return state, history
-    if candidates:
-        print(f"trial {trial}: no readable checkpoint left: starting again from scratch", file=sys.stderr, flush=True)
+    print(f"trial {trial}: no readable checkpoint left: starting again from scratch", file=sys.stderr, flush=True)
     return None, []
+
+
+def _latest(recorded: tune.Checkpoint, trial: str) -> tune.Checkpoint:
+    """The trial's latest checkpoint. Ray deletes a checkpoint only once a newer one is saved, but writes its
+    own record of the experiment only every few checkpoints: a driver killed in between leaves a record that
+    names a deleted checkpoint, and the newest one on disk is the latest."""
+    if recorded.filesystem.get_file_info(recorded.path).type != pyarrow.fs.FileType.NotFound:
+        return recorded
+    newer = [name for name in _checkpoint_names(recorded) if name > _name(recorded)]
+    if not newer:
+        return recorded  # gone for another reason: reading it names the problem
+    latest = tune.Checkpoint(f"{_parent(recorded)}/{max(newer)}", filesystem=recorded.filesystem)
+    print(f"trial {trial}: Ray's record names {recorded.path}, deleted since as a newer one replaced it: going on from {latest.path}", file=sys.stderr, flush=True)
+    return latest
 
 
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The trial's checkpoints older than `checkpoint`, newest first (Ray names them checkpoint_<index>)."""
-    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    parent, _, name = path.rpartition("/")
-    siblings = fs.get_file_info(pyarrow.fs.FileSelector(parent))
-    names = sorted((info.base_name for info in siblings if info.base_name.startswith("checkpoint_") and info.base_name < name), reverse=True)
-    return [tune.Checkpoint(f"{parent}/{n}", filesystem=fs) for n in names]
+    names = sorted((name for name in _checkpoint_names(checkpoint) if name < _name(checkpoint)), reverse=True)
+    return [tune.Checkpoint(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem) for name in names]
+
+
+def _checkpoint_names(checkpoint: tune.Checkpoint) -> list[str]:
+    """The names of every checkpoint folder of `checkpoint`'s trial."""
+    siblings = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(_parent(checkpoint), allow_not_found=True))
+    return [info.base_name for info in siblings if info.base_name.startswith("checkpoint_")]
+
+
+def _parent(checkpoint: tune.Checkpoint) -> str:
+    return checkpoint.path.rstrip("/").rpartition("/")[0]
+
+
+def _name(checkpoint: tune.Checkpoint) -> str:
+    return checkpoint.path.rstrip("/").rpartition("/")[2]

@@ -128,6 +128,11 @@ def signal_examples(examples: dict) -> plt.Figure:
     return figure
 
 
+# The y axis of each learning-curve panel (the data are scaled to [0, 1] or normalised: MSEs have no unit).
+PART_LABELS = {"loss": "loss (weighted sum of the parts)", "mse": "reconstruction MSE", "ce": "cross-entropy (nats)",
+               "pred_mse": "next-step prediction MSE", "accuracy": "accuracy (fraction correct)"}
+
+
 def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.Figure:
     """Train (solid) and validation (dashed) curves of the best trial, one panel per loss part or metric."""
     figure, axes = _subplots(1, len(parts), figsize=SIZE, squeeze=False)
@@ -139,7 +144,7 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.
                 ax.plot(history.epoch, history[column], linestyle=style, color="black", marker=marker, markersize=4, label=split)
         if "accuracy" not in part:
             _log_if_positive(ax, history[[c for c in (f"train_{part}", f"val_{part}") if c in history]].values.ravel())
-        ax.set(title=part, xlabel="epoch")
+        ax.set(title=part, xlabel="epoch", ylabel=PART_LABELS.get(part, part))
         _epoch_axis(ax, history.epoch)
         ax.legend()
     figure.suptitle(title)

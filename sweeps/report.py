@@ -239,7 +239,7 @@ def signals(ctx: Context) -> list:
 
 def loss_parts(ctx: Context) -> list:
     parts = [p for p in ("loss", "mse", "ce", "pred_mse") if f"val_{p}" in ctx.history]
-    parts = parts if len(parts) > 2 else ["loss"]  # without a head, the loss is the MSE: one panel
+    parts = parts if len(parts) > 2 else ["mse"]  # without a head, the loss is the MSE: one panel
     figure = figures.learning_curves(ctx.history, parts, f"best trial ({ctx.best.trial_id}): losses per epoch, train (solid) and validation (dashed)")
     return [ctx.save(figure, "losses", "Loss per epoch of the best trial, train and validation" + (" (total and each part)." if len(parts) > 1 else "."))]
 

@@ -10,8 +10,10 @@ names the problem and the fix.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import random
 import re
 import shlex
 import socket
@@ -24,7 +26,9 @@ from pathlib import Path
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
 from lstm_ae.model import ModelConfig
@@ -80,8 +84,20 @@ class Sweep:
 
     def configs(self) -> list[dict]:
         """Every point of the grid, with the fixed hyperparameters: the trials a grid search runs (per seed)."""
-        grid = self.grid()
-        return [{**self.fixed(), **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+        return [{**self.fixed(), **point} for point in _points(self.grid())]
+
+    def swept(self) -> dict:
+        """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples)."""
+        seeds = {"seed": list(range(self.seed, self.seed + self.num_samples))} if self.num_samples and self.num_samples > 1 else {}
+        return {**seeds, **self.grid()}
+
+    def trial_order(self) -> list[dict]:
+        """The swept values of each trial of a grid search, in a random order fixed by the seed. ASHA stops a trial
+        that falls behind those that reached its rung before it; in the grid's own order the first arrivals all
+        come from one corner (the small lr first), set a low bar and run long (measured: figure 5 of `sweeps bench`)."""
+        points = _points(self.swept())
+        random.Random(self.seed).shuffle(points)
+        return points
 
     def _pinned(self) -> dict:
         return {k: v[0] for k, v in self.overrides.items() if len(v) == 1}
@@ -100,9 +116,8 @@ class Sweep:
         }
         if self.search == "optuna":
             return {**space, **self.entry.optuna_space(self.grid())}
-        if self.num_samples and self.num_samples > 1:  # repeats of a grid differ by their seed
-            space["seed"] = tune.grid_search(list(range(self.seed, self.seed + self.num_samples)))
-        return {**space, **{k: tune.grid_search(list(v)) for k, v in self.grid().items()}}
+        # The grid's trials come in trial_order(); the space says which values each swept name takes.
+        return {**space, **{k: tune.grid_search(list(v)) for k, v in self.swept().items()}}
 
     def validate(self) -> None:
         """Everything that can be known wrong before Ray starts, as a SweepError."""
@@ -139,13 +154,17 @@ class Sweep:
                 raise SweepError(f"impossible hyperparameter: hidden_size must be a whole number, got {hidden}")
         defaults = {"hidden_size": [1], "batch_size": [1], "lr": [1.0], "grad_clip": [0.0], "recon_weight": [0.5]}
         grid = {**defaults, **{k: v for k, v in values.items() if k in defaults}}
-        for point in itertools.product(*grid.values()):
-            hp = dict(zip(grid, point))
+        for hp in _points(grid):
             try:
                 ModelConfig(input_size=1, hidden_size=hp.pop("hidden_size"))
                 Hyperparameters(epochs=self.budget, **hp)
             except (ValueError, TypeError) as error:
                 raise SweepError(f"impossible hyperparameter: {error} (set it with --set NAME=VALUES)") from None
+
+
+def _points(values: dict) -> list[dict]:
+    """Every combination of `values` (name -> list of values), as a dict per combination."""
+    return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
 
 
 def _is_gpu_share(gpus: float) -> bool:
@@ -179,14 +198,23 @@ def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previo
     return tune.with_resources(parameters, resources)
 
 
+def trial_folder(swept: tuple[str, ...], trial) -> str:
+    """A trial's folder: its id and swept values, as Ray names a grid's trials (Ray's name for a trial given
+    to it as a point lacks the values)."""
+    return f"{trial}_{format_vars({(name,): trial.config[name] for name in swept if name in trial.config})}"
+
+
 def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
     entry = sweep.entry
     preset = entry.presets[sweep.preset]
     scheduler = None
     if sweep.early_stop:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget))
-    search_alg = OptunaSearch(seed=sweep.seed) if sweep.search == "optuna" else None
-    num_samples = (sweep.num_samples or len(sweep.configs())) if sweep.search == "optuna" else 1
+    if sweep.search == "optuna":
+        search_alg, num_samples = OptunaSearch(seed=sweep.seed), sweep.num_samples or len(sweep.configs())
+    else:
+        trials = sweep.trial_order()
+        search_alg, num_samples = BasicVariantGenerator(points_to_evaluate=trials), len(trials)
     tune_config = tune.TuneConfig(
         metric=entry.running_best,
         mode=entry.mode,
@@ -195,6 +223,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
         num_samples=num_samples,
         max_concurrent_trials=sweep.max_concurrent,
         reuse_actors=True,  # a fresh worker per short trial costs more than the trial itself
+        trial_dirname_creator=functools.partial(trial_folder, tuple(sweep.swept())),
     )
     storage_path, name = os.path.split(sweep_dir.rstrip("/"))
     run_config = tune.RunConfig(

@@ -64,6 +64,16 @@ def test_grid_repeats_differ_by_seed():
     assert Sweep("synthetic", num_samples=3, seed=7).param_space()["seed"] == tune.grid_search([7, 8, 9])
 
 
+def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
+    sweep = Sweep("synthetic", num_samples=2, seed=7)
+    order = sweep.trial_order()
+    every = [{"seed": seed, **{k: c[k] for k in sweep.grid()}} for seed in (7, 8) for c in sweep.configs()]
+    key = lambda point: sorted(point.items())  # noqa: E731
+    assert len(order) == 48 and sorted(order, key=key) == sorted(every, key=key)
+    assert order == Sweep("synthetic", num_samples=2, seed=7).trial_order()
+    assert order != every and order != Sweep("synthetic", num_samples=2, seed=8).trial_order()
+
+
 @pytest.mark.parametrize(
     "sweep, message",
     [

@@ -104,15 +104,19 @@ def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_pat
     sweep_dir = tmp_path / "corrupt"
     driver = start_driver(*run_args(sweep_dir, 40))
 
-    def resumable():  # the checkpoints Ray will resume from, as its own state records them, each with an older one
-        if not mid_training(sweep_dir, 2):
-            return None
-        recorded = {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
-        if all(c is not None and not c.path.endswith("checkpoint_000000") for c in recorded.values()):
-            return {name: Path(c.path) for name, c in recorded.items()}
+    def recorded():  # trial folder -> the checkpoint Ray's own record of the experiment names
+        return {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
-    latest = wait_for(resumable, 180, "Ray to record a second checkpoint of each trial", driver)
+    def resumable():  # both trials mid-run, each recorded with a checkpoint that has an older one
+        recorded_now = mid_training(sweep_dir, 2) and recorded()
+        return recorded_now and all(c is not None and not c.path.endswith("checkpoint_000000") for c in recorded_now.values())
+
+    def resumes_from(name, checkpoint):  # the recorded one or, where Ray deleted it after its last record, the newest
+        return Path(checkpoint.path) if Path(checkpoint.path).exists() else checkpoint_dirs(sweep_dir / name)[-1]
+
+    wait_for(resumable, 180, "Ray to record a second checkpoint of each trial", driver)
     kill_driver(driver)
+    latest = {name: resumes_from(name, checkpoint) for name, checkpoint in recorded().items()}  # read after the kill
     # The first trial's is truncated.
     broken_trial, healthy_trial = sorted(latest)
     model_file = latest[broken_trial] / checkpoints.MODEL_FILE

@@ -54,6 +54,10 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
     assert (trials.status == "TERMINATED").all(), trials.error.tolist()
     assert trials[f"best_{entry.metric}"].notna().all() and entry.metric in metrics
     assert trials.node_id.notna().all()
+    # The grid's trials ran in trial_order() (shuffled, for ASHA), each in a folder named with its values.
+    ran = trials.sort_values("trial_id")
+    assert [{k: row[f"config/{k}"] for k in sweep.swept()} for _, row in ran.iterrows()] == sweep.trial_order()
+    assert all(f"{k}=" in Path(path).name for path in trials.path for k in sweep.swept())
     # Ray Tune's JSON and CSV results (collect reads them), not its TensorBoard files (which cost a lot per epoch).
     assert list(Path(sweep_dir).glob("*/result.json")) and not list(Path(sweep_dir).rglob("events.out.tfevents*"))
     record = json.loads((Path(sweep_dir) / "sweep.json").read_text())
