@@ -214,7 +214,9 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
         search_alg, num_samples = OptunaSearch(seed=sweep.seed), sweep.num_samples or len(sweep.configs())
     else:
         trials = sweep.trial_order()
-        search_alg, num_samples = BasicVariantGenerator(points_to_evaluate=trials), len(trials)
+        # Tune ignores max_concurrent_trials when given a generator: the generator holds the limit itself.
+        search_alg = BasicVariantGenerator(points_to_evaluate=trials, max_concurrent=sweep.max_concurrent or 0)
+        num_samples = len(trials)
     tune_config = tune.TuneConfig(
         metric=entry.running_best,
         mode=entry.mode,

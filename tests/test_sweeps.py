@@ -115,6 +115,16 @@ def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     assert status.returncode == 0 and "24 trials" in status.stdout
 
 
+@pytest.mark.parametrize("search", ["grid", "optuna"])
+def test_max_concurrent_is_held(local_ray, tmp_path, search):
+    # Trials reuse their worker: one at a time, every trial runs in the same worker process; two CPUs would give two.
+    sweep = Sweep("synthetic", search=search, num_samples=4 if search == "optuna" else None, epochs=2, max_concurrent=1,
+                  early_stop=False, overrides={"hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]})
+    sweep_dir = Path(run(sweep, str(tmp_path), search))
+    results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("train_*/result.json")]
+    assert len(results) == 4 and len({pid for r in results for pid in r.pid}) == 1
+
+
 def test_optuna_search_is_seeded(local_ray, tmp_path):
     configs = []
     for name in ("a", "b"):
