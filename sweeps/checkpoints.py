@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.fs
 import torch
 from ray import tune
+from ray.tune import ExperimentAnalysis
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.parquet"
@@ -48,7 +49,6 @@ def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tu
     older checkpoint of the trial that can (`fallback="previous"`) or nothing (`"scratch"`)."""
     if checkpoint is None:
         return None, []
-    checkpoint = _latest(checkpoint, trial)
     candidates = [checkpoint] + (_older(checkpoint) if fallback == "previous" else [])
     for candidate in candidates:
         try:
@@ -64,18 +64,38 @@ def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tu
     return None, []
 
 
-def _latest(recorded: tune.Checkpoint, trial: str) -> tune.Checkpoint:
-    """The trial's latest checkpoint. Ray deletes a checkpoint only once a newer one is saved, but writes its
-    own record of the experiment only every few checkpoints: a driver killed in between leaves a record that
-    names a deleted checkpoint, and the newest one on disk is the latest."""
-    if recorded.filesystem.get_file_info(recorded.path).type != pyarrow.fs.FileType.NotFound:
-        return recorded
-    newer = [name for name in _checkpoint_names(recorded) if name > _name(recorded)]
-    if not newer:
-        return recorded  # gone for another reason: reading it names the problem
-    latest = tune.Checkpoint(f"{_parent(recorded)}/{max(newer)}", filesystem=recorded.filesystem)
-    print(f"trial {trial}: Ray's record names {recorded.path}, deleted since as a newer one replaced it: going on from {latest.path}", file=sys.stderr, flush=True)
-    return latest
+def mend_records(sweep_dir: str) -> None:
+    """Before a resume: put back, under its name, each checkpoint that Ray's record of the sweep names but that is
+    gone. Ray deletes a checkpoint as soon as a newer one replaces it, but writes its record only now and then: a
+    driver killed in between leaves a record naming a deleted checkpoint, from which Ray refuses to resume the trial
+    ("does not exist on storage anymore"). The trial's newest checkpoint that its logged results cover takes its
+    place (a newer one would leave epochs missing from the results); with none, the folder stays empty and the
+    trial starts again (see `restore`)."""
+    analysis = ExperimentAnalysis(sweep_dir)
+    for trial in analysis.trials:
+        recorded = trial.checkpoint
+        if recorded is None or recorded.filesystem.get_file_info(recorded.path).type != pyarrow.fs.FileType.NotFound:
+            continue
+        logged = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
+        source = _newest_up_to(recorded, int(logged["epoch"].max()) if "epoch" in logged and len(logged) else 0)
+        recorded.filesystem.create_dir(recorded.path)
+        if source is not None:
+            pyarrow.fs.copy_files(source.path, recorded.path, source_filesystem=source.filesystem, destination_filesystem=recorded.filesystem)
+        print(f"trial {trial.trial_id}: Ray's record names {recorded.path}, which is gone: going on from "
+              f"{source.path if source else 'scratch'}", file=sys.stderr, flush=True)
+
+
+def _newest_up_to(checkpoint: tune.Checkpoint, epoch: int) -> tune.Checkpoint | None:
+    """The newest readable checkpoint of `checkpoint`'s trial taken at `epoch` or before."""
+    for name in sorted(_checkpoint_names(checkpoint), reverse=True):
+        candidate = tune.Checkpoint(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem)
+        try:
+            with candidate.as_directory() as folder:
+                if load(folder)[0]["epoch"] <= epoch:
+                    return candidate
+        except CheckpointError:
+            continue
+    return None
 
 
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:

@@ -33,7 +33,7 @@ from ray.tune.search.variant_generator import format_vars
 from lstm_ae.data import DataError
 from lstm_ae.model import ModelConfig
 from lstm_ae.train import Hyperparameters
-from sweeps import collect, storage
+from sweeps import checkpoints, collect, storage
 from sweeps.checkpoints import FALLBACKS
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 from sweeps.trial import ship, train
@@ -288,6 +288,7 @@ def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous") -> str:
     sweep = load_sweep(sweep_dir)
     if not tune.Tuner.can_restore(sweep_dir):
         raise SweepError(f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): start it again with `sweeps run`")
+    checkpoints.mend_records(sweep_dir)
     tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, build_datasets(sweep), on_corrupt_checkpoint),
                                resume_unfinished=True, resume_errored=True)
     return fit(tuner, sweep_dir)

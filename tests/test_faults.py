@@ -3,6 +3,7 @@ the driver, a node removed from a cluster, a truncated checkpoint, a diverging t
 the sweep goes on and that nothing finished is lost or run again."""
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -99,30 +100,55 @@ def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tm
         assert epochs_reported(sweep_dir / name) == reported, f"{name} ran again after it had finished"
 
 
-@pytest.mark.parametrize("fallback", ["previous", "scratch"])
-def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, fallback):
-    sweep_dir = tmp_path / "corrupt"
+def recorded(sweep_dir: Path) -> dict:
+    """Trial folder -> the checkpoint Ray's own record of the experiment names (what a resume goes on from)."""
+    return {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
+
+
+def kill_mid_training(sweep_dir: Path) -> None:
+    """Start the two-trial sweep and SIGKILL its driver once Ray records each trial with a second checkpoint."""
     driver = start_driver(*run_args(sweep_dir, 40))
 
-    def recorded():  # trial folder -> the checkpoint Ray's own record of the experiment names
-        return {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
-
-    def resumable():  # both trials mid-run, each recorded with a checkpoint that has an older one
-        recorded_now = mid_training(sweep_dir, 2) and recorded()
+    def resumable():
+        recorded_now = mid_training(sweep_dir, 2) and recorded(sweep_dir)
         return recorded_now and all(c is not None and not c.path.endswith("checkpoint_000000") for c in recorded_now.values())
-
-    def resumes_from(name, checkpoint):  # the recorded one or, where Ray deleted it after its last record, the newest
-        return Path(checkpoint.path) if Path(checkpoint.path).exists() else checkpoint_dirs(sweep_dir / name)[-1]
 
     wait_for(resumable, 180, "Ray to record a second checkpoint of each trial", driver)
     kill_driver(driver)
-    latest = {name: resumes_from(name, checkpoint) for name, checkpoint in recorded().items()}  # read after the kill
+
+
+def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
+    # Ray deletes a replaced checkpoint at once but writes its record now and then: killed in between, its record
+    # names a folder that is gone, and Ray alone would refuse to resume that trial.
+    sweep_dir = tmp_path / "gone"
+    kill_mid_training(sweep_dir)
+    name, checkpoint = sorted(recorded(sweep_dir).items())[0]
+    shutil.rmtree(checkpoint.path, ignore_errors=True)  # (or Ray had deleted it already)
+    logged = epochs_reported(sweep_dir / name)
+    taken = {folder: checkpoints.load(folder)[0]["epoch"] for folder in checkpoint_dirs(sweep_dir / name)}  # read now: Ray prunes
+    covered = [(e, f) for f, e in taken.items() if e <= max(logged)]  # the newest the logged results cover, or scratch
+    epoch, source = max(covered) if covered else (0, "scratch")
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Ray's record names {checkpoint.path}, which is gone: going on from {source}" in done.stderr
+    assert epochs_reported(sweep_dir / name)[len(logged)] == epoch + 1
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+
+
+@pytest.mark.parametrize("fallback", ["previous", "scratch"])
+def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, fallback):
+    sweep_dir = tmp_path / "corrupt"
+    kill_mid_training(sweep_dir)
+    checkpoints.mend_records(str(sweep_dir))  # as resume does first (see the test above): each recorded folder is there
+    latest = {name: Path(checkpoint.path) for name, checkpoint in recorded(sweep_dir).items()}
     # The first trial's is truncated.
     broken_trial, healthy_trial = sorted(latest)
     model_file = latest[broken_trial] / checkpoints.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes()[:100])
     older = [c for c in checkpoint_dirs(sweep_dir / broken_trial) if c.name < latest[broken_trial].name]
-    expected_start = checkpoints.load(older[-1])[0]["epoch"] + 1 if fallback == "previous" else 1
+    expected_start = checkpoints.load(older[-1])[0]["epoch"] + 1 if fallback == "previous" and older else 1
     healthy_epoch = checkpoints.load(latest[healthy_trial])[0]["epoch"]  # read now: Ray prunes old checkpoints
     reported_before = {name: len(epochs_reported(sweep_dir / name)) for name in latest}
 
