@@ -300,7 +300,7 @@ def check_fallback(on_corrupt_checkpoint: str) -> None:
 
 
 def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
-    without_tensorboard()
+    tune_settings()
     try:
         tuner.fit()
     finally:  # interrupted or not, the tables cover what has run
@@ -308,10 +308,15 @@ def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
     return sweep_dir
 
 
-def without_tensorboard() -> None:
-    """Tune adds a TensorBoard logger to the JSON and CSV ones of make_tuner unless told not to, when a Tuner starts
-    (new or resumed): it doubled Tune's own cost per reported epoch (`sweeps bench`), and nothing here reads it."""
+def tune_settings() -> None:
+    """What Tune reads from the environment when a Tuner starts (new or resumed).
+    - No TensorBoard: Tune adds its logger to the JSON and CSV ones of make_tuner unless told not to; it doubled
+      Tune's own cost per reported epoch (`sweeps bench`), and nothing here reads it.
+    - No warning that experiment snapshots come often: Tune forces one each time a trial has saved num_to_keep
+      checkpoints, as make_tuner wants, and warns that it "may become a bottleneck" (a dozen times in `make demo`);
+      in the quick grid the driver, snapshots and all, used 8% of the CPU time of each trial worker (measured)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
 
 
 def command_line(sweep: Sweep) -> str:

@@ -64,6 +64,9 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert table.value.map(math.isfinite).all(), table[["figure", "measure", "detail"]].to_string()
     assert set(table.measure[table.figure == FIGURES[0]]) == set(SHAPES)
     assert (table.holds.notna() == (table.target != "")).all()  # a verdict exactly where there is a target
+    efficiency = table[table.figure == FIGURES[2]]
+    whole, once_up = efficiency.value.iloc[0], efficiency.value[efficiency.measure.str.contains("once its workers were up")]
+    assert len(once_up) == 1 and once_up.iloc[0] > whole, efficiency.to_string()  # the workers' start is found and taken out
     machine = json.loads((tmp_path / "bench" / "machine.json").read_text())
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["mode"] == "quick"
     assert "bench took" in done.stdout and "trainer overhead" in done.stdout

@@ -109,6 +109,7 @@ def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     assert (trials[trials.stopped_early].epochs < 12).all()
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
     assert "24 trials of synthetic" in done.stdout and "best so far: val_mse" in done.stdout
+    assert "snapshotting has been triggered" not in done.stdout + done.stderr  # Tune's advice, which needs no action here
     record = json.loads((tmp_path / "grid" / "sweep.json").read_text())
     assert record["command"].startswith("sweeps run synthetic --preset quick")
     status = sweeps_cli("status", tmp_path / "grid")
