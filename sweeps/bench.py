@@ -512,7 +512,7 @@ def _efficiency(sweep, budget: Budget, out: Path, cores: int, ray_start_s: float
                                f"however many trials it runs) = {up:.1f} s"))
     rows.append(row(FIGURES[2], f"... the same fits in {cores} plain processes, no Ray: what the cores give", work / cores / plain,
                     detail=f"{work / cores:.1f} s per core vs {plain:.1f} s for the {len(grid)} fits shared by {cores} warm processes "
-                           f"(a pool, no Ray): below 1 where busy cores slow each other down; the rows above can reach it at most"))
+                           f"(a pool, no Ray): below 1 where busy cores slow each other down; the yardstick for the rows above, as noisy as they are"))
     return rows, epoch_s
 
 
