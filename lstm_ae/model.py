@@ -3,6 +3,7 @@
     model = LSTMAutoencoder(input_size=1, hidden_size=40)              # reconstruction only
     model = LSTMAutoencoder(28, 64, num_classes=10)                    # + a classifier on z
     model = LSTMAutoencoder(1, 60, predict_next=True)                  # + a causal next-step predictor
+    model = LSTMAutoencoder(1, 64, num_classes=10, encoder_cell="layernorm", gate_bias="chrono", steps=784)
     out = model(x)          # out.reconstruction (N, T, F), out.logits (N, C), out.prediction (N, T, F)
 """
 
@@ -14,6 +15,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from lstm_ae import cells
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -23,13 +26,20 @@ class ModelConfig:
     num_layers: int = 1  # stacked LSTM layers in the encoder and in the decoder
     num_classes: int = 0  # > 0 adds a linear classifier on z
     predict_next: bool = False  # adds a linear predictor of x[t+1] on the encoder's output at t
+    # The recipe (lstm_ae.cells): the encoder's cell, and how both LSTMs start.
+    encoder_cell: str = "lstm"  # "lstm" (nn.LSTM, fused kernels) or "layernorm" (LayerNormLSTM)
+    gate_bias: str = "default"  # "default" (PyTorch's), "forget1" or "chrono"
+    recurrent_init: str = "default"  # "default" (PyTorch's) or "orthogonal"
+    steps: int | None = None  # the sequence length: chrono's longest timescale
 
     def __post_init__(self):
         for name in ("input_size", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be 0 (no classifier) or more, got {self.num_classes}")
+        cells.check(self.encoder_cell, self.gate_bias, self.recurrent_init, self.steps)
 
 
 class Output(NamedTuple):
@@ -47,12 +57,21 @@ class LSTMAutoencoder(nn.Module):
         num_layers: int = 1,
         num_classes: int = 0,
         predict_next: bool = False,
+        encoder_cell: str = "lstm",
+        gate_bias: str = "default",
+        recurrent_init: str = "default",
+        steps: int | None = None,
     ):
         super().__init__()
-        self.config = ModelConfig(input_size, hidden_size, output_size, num_layers, num_classes, predict_next)
+        self.config = ModelConfig(
+            input_size, hidden_size, output_size, num_layers, num_classes, predict_next,
+            encoder_cell, gate_bias, recurrent_init, steps,
+        )
         output_size = output_size or input_size
-        self.encoder = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+        self.encoder = cells.make_lstm(encoder_cell, input_size, hidden_size, num_layers)
         self.decoder = nn.LSTM(hidden_size, hidden_size, num_layers, batch_first=True)
+        for lstm in (self.encoder, self.decoder):
+            cells.initialise(lstm, gate_bias, recurrent_init, steps)
         self.reconstruct = nn.Linear(hidden_size, output_size)
         self.classifier = nn.Linear(hidden_size, num_classes) if num_classes else None
         # On the encoder's outputs, which at step t have seen x[:t+1] only; the decoder's have seen z,

@@ -8,17 +8,32 @@
 The loss is recon_weight x MSE(reconstruction) + (1 - recon_weight) x the heads' loss (cross-entropy for
 the classifier, MSE of x[t+1] for the predictor), so the default 0.5 is the study's average of the two.
 It knows nothing of where it runs: sweeps, notebooks and tests all drive it the same way.
+
+The recipe options: `schedule="cosine"` anneals the learning rate to 0 over the whole budget, batch by batch;
+`precision="bf16"` runs forward and loss under bfloat16 autocast (CPUs with AVX512-BF16, recent GPUs),
+`"fp16"` under float16 autocast with a gradient scaler (CUDA only). A state carries the schedule and the scaler.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
+
+
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -29,14 +44,22 @@ class Hyperparameters:
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     recon_weight: float = 0.5  # share of the reconstruction loss when a head adds its own
     seed: int = 0  # batch order
+    schedule: str = "constant"  # "constant" or "cosine" (to 0 at the last batch of `epochs`)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
 
     def __post_init__(self):
+        for name in ("lr", "grad_clip", "recon_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         problems = [
-            (self.epochs < 0, f"epochs must be 0 or more, got {self.epochs}"),
-            (self.batch_size < 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (not self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (not self.grad_clip >= 0, f"grad_clip must be 0 (off) or positive, got {self.grad_clip}"),
+            (not _whole(self.epochs) or self.epochs < 0, f"epochs must be a whole number of 0 or more, got {self.epochs!r}"),
+            (not _whole(self.batch_size) or self.batch_size < 1, f"batch_size must be a whole number of at least 1, got {self.batch_size!r}"),
+            (not 0 < self.lr < math.inf, f"lr must be positive and finite, got {self.lr}"),
+            (not 0 <= self.grad_clip < math.inf, f"grad_clip must be 0 (off) or positive and finite, got {self.grad_clip}"),
             (not 0 <= self.recon_weight <= 1, f"recon_weight must be within [0, 1], got {self.recon_weight}"),
+            (self.schedule not in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.precision not in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
         ]
         for failed, message in problems:
             if failed:
@@ -60,8 +83,10 @@ def losses(out: Output, x: torch.Tensor, y: torch.Tensor | None, recon_weight: f
 
 
 @torch.no_grad()
-def evaluate(model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, normalizer=None, batch_size: int = 1024) -> dict:
-    """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed).
+def evaluate(
+    model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, normalizer=None, batch_size: int = 1024, precision: str = "fp32"
+) -> dict:
+    """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed), under `precision`'s autocast.
 
     With the split's `normalizer` (S&P 500: `splits.meta["normalizer"]["val"]`), also the mean absolute errors
     in the data's original units, `mae_original` and `pred_mae_original`: dollars, comparable across normalisers.
@@ -73,17 +98,33 @@ def evaluate(model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, no
         x = split.x[start : start + batch_size].to(device)
         rows = slice(start, start + len(x))
         y = None if split.y is None else split.y[rows].to(device)
-        out = model(x)
-        parts = losses(out, x, y, recon_weight)
+        with autocast(precision, device):
+            out = model(x)
+            parts = losses(out, x, y, recon_weight)
         if normalizer is not None:
             parts.update(_errors_in_original_units(out, x, normalizer, rows))
         totals.add(parts, len(x))
     return totals.means()
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """ValueError where `device` cannot run `precision`."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA GPU (this run is on {device.type}): use bf16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}: use fp16 or fp32")
+
+
+def autocast(precision: str, device: torch.device):
+    """The context that runs a forward pass and its loss at `precision` on `device`."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST[precision])
+
+
 def _errors_in_original_units(out: Output, x: torch.Tensor, normalizer, rows: slice) -> dict:
     def original(values: torch.Tensor) -> torch.Tensor:
-        return normalizer.invert(values.cpu(), rows)  # the normaliser's parameters live on the CPU
+        return normalizer.invert(values.float().cpu(), rows)  # the normaliser's parameters live on the CPU
 
     truth = original(x)
     errors = {"mae_original": (original(out.reconstruction) - truth).abs().mean()}
@@ -103,7 +144,14 @@ class Fit:
         self.train = _to(splits.train, self.device)
         self.val = _to(splits.val, self.device)
         self.val_normalizer = splits.meta.get("normalizer", {}).get("val")  # S&P 500: errors in dollars too
+        check_precision(hp.precision, self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr)
+        self.schedule = None
+        if hp.schedule == "cosine":
+            batches = hp.epochs * math.ceil(len(self.train) / hp.batch_size)
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, batches))
+        # fp16's small range needs the loss scaled up before backward; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=hp.precision == "fp16")
         self.generator = torch.Generator().manual_seed(hp.seed)
         self.epoch = 0
         if start is not None:
@@ -117,7 +165,7 @@ class Fit:
             raise StopIteration
         train_metrics = self._train_epoch()
         self.epoch += 1
-        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight, self.val_normalizer)
+        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight, self.val_normalizer, precision=self.hp.precision)
         return {
             "epoch": self.epoch,
             **{f"train_{k}": v for k, v in train_metrics.items()},
@@ -130,13 +178,20 @@ class Fit:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "rng": self.generator.get_state(),
+            "hyperparameters": asdict(self.hp),
         }
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule and state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.generator.set_state(state["rng"])
 
@@ -147,12 +202,17 @@ class Fit:
         for batch in order.split(self.hp.batch_size):
             y = None if self.train.y is None else self.train.y[batch]
             x = self.train.x[batch]
-            parts = losses(self.model(x), x, y, self.hp.recon_weight)
+            with autocast(self.hp.precision, self.device):
+                parts = losses(self.model(x), x, y, self.hp.recon_weight)
             self.optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            self.scaler.scale(parts["loss"]).backward()
             if self.hp.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.schedule:
+                self.schedule.step()
             totals.add(parts, len(batch))
         return totals.means()
 
@@ -167,11 +227,13 @@ def fit(
     grad_clip: float = 0.0,
     recon_weight: float = 0.5,
     seed: int = 0,
+    schedule: str = "constant",
+    precision: str = "fp32",
     device=None,
     start: dict | None = None,
 ) -> Fit:
     """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step."""
-    hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed)
+    hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed, schedule, precision)
     return Fit(model, splits, hp, device=device, start=start)
 
 
@@ -184,7 +246,7 @@ class _Totals:
 
     def add(self, parts: dict, n: int) -> None:
         for key, value in parts.items():
-            self.sums[key] = self.sums.get(key, 0) + value.detach() * n
+            self.sums[key] = self.sums.get(key, 0) + value.detach().float() * n
         self.count += n
 
     def means(self) -> dict:

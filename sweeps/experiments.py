@@ -103,6 +103,9 @@ def _standard_range(name: str, values: list):
     return tune.choice(list(values))
 
 
+# Measured on the pixel sequences (README): a layer-normalised encoder, chrono gate biases (forget gates that
+# remember up to 784 steps), orthogonal recurrent weights, a cosine schedule.
+PIXEL_RECIPE = {"encoder_cell": "layernorm", "gate_bias": "chrono", "recurrent_init": "orthogonal", "schedule": "cosine"}
 _MNIST_QUICK = dict(loader={"val_size": 1000}, limit={"train": 2000, "val": 500, "test": 500})
 _MNIST_ROWS = Experiment(
     name="mnist-rows",
@@ -160,7 +163,10 @@ EXPERIMENTS = {
             loader={"view": "pixels"},
             heads={"num_classes": 10},
             grid={"hidden_size": [100, 150, 300], "lr": [1e-3, 1e-2], "recon_weight": [0.5, 0.7]},
-            fixed={"batch_size": 128, "grad_clip": 1.0},
+            # The study's batch and clip; then the recipe that leaves chance within the first epoch, where the study's
+            # plain nn.LSTM stays at 11% for epochs (README, pixel section). The study's own model:
+            # --set encoder_cell=lstm --set gate_bias=default --set recurrent_init=default --set schedule=constant
+            fixed={"batch_size": 128, "grad_clip": 1.0, **PIXEL_RECIPE},
             # Accuracy, not the loss: the loss's mix changes with recon_weight, so losses do not compare.
             metric="val_accuracy",
             mode="max",

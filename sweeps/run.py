@@ -31,14 +31,11 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from lstm_ae.model import ModelConfig
-from lstm_ae.train import Hyperparameters
-from sweeps import checkpoints, collect, storage
+from sweeps import checkpoints, collect, hyperparameters, storage
 from sweeps.checkpoints import FALLBACKS
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 from sweeps.trial import ship, train
 
-HYPERPARAMETERS = ("hidden_size", "lr", "batch_size", "grad_clip", "recon_weight")
 SEARCHES = ("grid", "optuna")
 SWEEP_FILE = "sweep.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -127,7 +124,7 @@ class Sweep:
             raise SweepError(f"unknown preset {self.preset!r}: choose one of {', '.join(self.entry.presets)}")
         if self.search not in SEARCHES:
             raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
-        allowed = HYPERPARAMETERS + self.entry.data_params
+        allowed = hyperparameters.NAMES + self.entry.data_params
         for name in self.overrides:
             if name not in allowed:
                 raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
@@ -149,15 +146,9 @@ class Sweep:
     def _check_hyperparameters(self) -> None:
         """Every grid point through lstm_ae's own checks (model shape and training hyperparameters)."""
         values = {**{k: [v] for k, v in self.fixed().items()}, **self.grid()}
-        for hidden in values.get("hidden_size", []):
-            if not isinstance(hidden, int):
-                raise SweepError(f"impossible hyperparameter: hidden_size must be a whole number, got {hidden}")
-        defaults = {"hidden_size": [1], "batch_size": [1], "lr": [1.0], "grad_clip": [0.0], "recon_weight": [0.5]}
-        grid = {**defaults, **{k: v for k, v in values.items() if k in defaults}}
-        for hp in _points(grid):
+        for point in _points({k: v for k, v in values.items() if k in hyperparameters.NAMES}):
             try:
-                ModelConfig(input_size=1, hidden_size=hp.pop("hidden_size"))
-                Hyperparameters(epochs=self.budget, **hp)
+                hyperparameters.check(point, self.budget)
             except (ValueError, TypeError) as error:
                 raise SweepError(f"impossible hyperparameter: {error} (set it with --set NAME=VALUES)") from None
 

@@ -21,7 +21,7 @@ from ray import tune
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import Fit, fit
-from sweeps import checkpoints
+from sweeps import checkpoints, hyperparameters
 from sweeps.experiments import EXPERIMENTS
 
 
@@ -52,20 +52,10 @@ def data_key(config: dict) -> tuple:
 
 def start_fit(config: dict, splits: Splits, start: dict | None = None, device=None) -> tuple[Fit, dict]:
     """The trial's model and training run from its config: (the epochs to iterate, the model's config)."""
-    model_config = {"input_size": splits.train.x.shape[-1], "hidden_size": config["hidden_size"], **EXPERIMENTS[config["experiment"]].heads}
+    _, steps, features = splits.train.x.shape
+    model_config = hyperparameters.model_config(config, features, steps, EXPERIMENTS[config["experiment"]].heads)
     model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
-    run = fit(
-        model,
-        splits,
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        lr=config["lr"],
-        grad_clip=config.get("grad_clip", 0.0),
-        recon_weight=config.get("recon_weight", 0.5),
-        seed=config["seed"],
-        start=start,
-        device=device,
-    )
+    run = fit(model, splits, epochs=config["epochs"], seed=config["seed"], start=start, device=device, **hyperparameters.training(config))
     return run, model_config
 
 

@@ -1,0 +1,33 @@
+"""The hyperparameters a sweep may set, in one place: they are lstm_ae's own options (ModelConfig for the model,
+Hyperparameters for training), whose defaults and checks live there; this module only says which of their fields
+a sweep may set, and splits a trial's config between the two.
+"""
+
+from __future__ import annotations
+
+from lstm_ae.model import ModelConfig
+from lstm_ae.train import Hyperparameters
+
+MODEL = ("hidden_size", "encoder_cell", "gate_bias", "recurrent_init")  # fields of ModelConfig
+TRAINING = ("batch_size", "lr", "grad_clip", "recon_weight", "schedule", "precision")  # fields of Hyperparameters
+NAMES = MODEL + TRAINING
+# Placeholders for what a check needs but a sweep does not set: the real ones come with the data.
+_SHAPE = {"input_size": 1, "steps": 3}  # 3: the shortest sequence chrono accepts; every experiment's is longer
+_REQUIRED = {"hidden_size": 1, "batch_size": 1, "lr": 1.0}  # fields without a default in lstm_ae
+
+
+def model_config(config: dict, input_size: int, steps: int, heads: dict) -> dict:
+    """The trial's ModelConfig, as the dict a checkpoint stores."""
+    return {"input_size": input_size, "steps": steps, **heads, **{k: config[k] for k in MODEL if k in config}}
+
+
+def training(config: dict) -> dict:
+    """The trial's training hyperparameters, as keyword arguments of lstm_ae.train.fit (absent ones take its defaults)."""
+    return {k: config[k] for k in TRAINING if k in config}
+
+
+def check(point: dict, epochs: int) -> None:
+    """lstm_ae's own checks of one combination of values; raises ValueError or TypeError naming the hyperparameter."""
+    values = {**_REQUIRED, **point}
+    ModelConfig(**_SHAPE, **{k: values[k] for k in MODEL if k in values})
+    Hyperparameters(epochs=epochs, **training(values))
