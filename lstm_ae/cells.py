@@ -106,7 +106,7 @@ def initialise(lstm: nn.Module, gate_bias: str = "default", recurrent: str = "de
     gates keep theirs); "chrono" (Tallec & Ollivier 2018) sets the forget bias to log(u), u ~ U(1, steps - 1),
     so the cells remember over up to `steps` steps, the input gate's bias to -log(u), and the others to 0.
     recurrent: "orthogonal" makes each gate's (H, H) block of the recurrent weight orthogonal.
-    A layer-normalised cell keeps a small random cell-input bias whatever gate_bias says: with a zero one, the
+    Under chrono a layer-normalised cell keeps a small random cell-input bias: with a zero one, the
     hidden state stays exactly 0 through a black stretch of pixels, where layer norm's backward divides by
     sqrt(eps) at every step and the gradients overflow within one batch (measured)."""
     check(gate_bias=gate_bias, recurrent_init=recurrent, steps=steps)
@@ -117,17 +117,19 @@ def initialise(lstm: nn.Module, gate_bias: str = "default", recurrent: str = "de
                 nn.init.orthogonal_(block)
         if gate_bias == "default":
             continue
-        if recurrent_bias is not None:
-            recurrent_bias.zero_()  # one bias per gate to reason about: the input one
         i, f, g, o = bias.split(hidden)
         if gate_bias == "forget1":
             f.fill_(1.0)
+            if recurrent_bias is not None:
+                recurrent_bias.split(hidden)[1].zero_()  # nn.LSTM adds both biases: the forget gate's total is 1
         else:
+            if recurrent_bias is not None:
+                recurrent_bias.zero_()  # nn.LSTM adds both biases: the input one says it all
             timescales = torch.empty(hidden).uniform_(1, steps - 1)
             f.copy_(timescales.log())
             i.copy_(-timescales.log())
-            g.zero_()
             o.zero_()
-        if isinstance(lstm, LayerNormLSTM):
-            bound = 1 / math.sqrt(hidden)
-            g.uniform_(-bound, bound)
+            if isinstance(lstm, LayerNormLSTM):
+                g.uniform_(-1 / math.sqrt(hidden), 1 / math.sqrt(hidden))
+            else:
+                g.zero_()

@@ -14,11 +14,12 @@ MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     keep_ray_local(getattr(args, "address", None))
+    from sweeps.evaluate import EvaluationError
     from sweeps.run import SweepError  # imports Ray: only after keep_ray_local
 
     try:
         return args.command(args) or 0
-    except SweepError as error:
+    except (SweepError, EvaluationError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
@@ -120,6 +121,23 @@ def _finish(sweep_dir: str, no_report: bool) -> None:
         print(f"report: {write_report(sweep_dir)}")
 
 
+def evaluate_checkpoint(args) -> None:
+    import json
+
+    from sweeps import evaluate
+
+    trained = evaluate.load(args.checkpoint)
+    splits = evaluate.splits_of(trained, args.data)
+    metrics = evaluate.metrics(trained, splits, args.split)
+    if args.json:
+        print(json.dumps(metrics))
+        return
+    count = len(getattr(splits, args.split))
+    print(f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}, on the {args.split} split ({count} sequences)")
+    for name, value in metrics.items():
+        print(f"  {name:<18} {value:.6g}")
+
+
 def status(args) -> None:
     from sweeps import storage
 
@@ -214,6 +232,13 @@ def parser() -> argparse.ArgumentParser:
     reporter.set_defaults(command=report)
     reporter.add_argument("path", help="the sweep's folder")
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
+
+    evaluator = commands.add_parser("evaluate", help="a trial checkpoint's metrics on the test (or validation) split")
+    evaluator.set_defaults(command=evaluate_checkpoint)
+    evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
+    evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
+    evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
+    evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
 
     stat = commands.add_parser("status", help="trials finished, running, stopped early or errored, and the best so far")
     stat.set_defaults(command=status)

@@ -27,21 +27,39 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a plain tensor file; the message names it."""
 
 
-def save(folder: str | Path, state: dict, model_config: dict, history: list[dict]) -> None:
+def save(folder: str | Path, state: dict, model_config: dict, history: list[dict], data: dict) -> None:
+    """`data`: what rebuilds the trial's splits (experiment, preset, seed, path, data hyperparameters), so that
+    `sweeps evaluate` needs the model.pt alone."""
     folder = Path(folder)
-    torch.save({**state, "model_config": model_config}, folder / MODEL_FILE)
+    torch.save({**state, "model_config": model_config, "data": data}, folder / MODEL_FILE)
     pd.DataFrame(history).to_parquet(folder / METRICS_FILE, index=False)
 
 
 def load(folder: str | Path) -> tuple[dict, list[dict]]:
     """(state for `fit(start=...)`, with its `model_config`; the metrics of every epoch so far)."""
     folder = Path(folder)
+    state = load_state(folder / MODEL_FILE)
     try:
-        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
         history = pd.read_parquet(folder / METRICS_FILE).to_dict("records")
-    except Exception as error:  # truncated zip, pickled code, missing file: all mean "not this checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {folder / MODEL_FILE}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+    except Exception as error:  # truncated, missing, not Parquet: all mean "not this checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {folder / METRICS_FILE}: {_described(error)}") from error
     return state, history
+
+
+def load_state(path: str | Path) -> dict:
+    """A model.pt's contents; CheckpointError where it cannot be read or carries code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, pickled code, missing file: all mean "not this checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"cannot read checkpoint {path}: not a trial's checkpoint (no model state)")
+    return state
+
+
+def _described(error: Exception) -> str:
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tuple[dict | None, list[dict]]:

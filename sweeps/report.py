@@ -9,6 +9,7 @@ The best trial is chosen on validation; its best checkpoint is evaluated on the 
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,8 @@ from ray.tune.search.optuna import OptunaSearch
 from lstm_ae.data import DataError, Splits, snp500
 from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import evaluate
-from sweeps import checkpoints, collect, figures, storage
-from sweeps.run import Sweep, command_line, load_sweep
+from sweeps import checkpoints, collect, evaluate, figures, storage
+from sweeps.run import Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
 FIGURES = "figures"
@@ -36,11 +36,18 @@ class Context:
     sweep: Sweep
     best: pd.Series  # the best trial's row of trials.parquet
     history: pd.DataFrame  # its rows of metrics.parquet
-    model: LSTMAutoencoder
+    trained: evaluate.Trained  # the checkpoint evaluated: the best of those kept
     splits: Splits
-    epoch: int  # the epoch of the checkpoint evaluated: the best of those kept
     folder: Path  # figures/
     tables: list  # markdown sections the figures add (e.g. the forecast errors)
+
+    @property
+    def model(self) -> LSTMAutoencoder:
+        return self.trained.model
+
+    @property
+    def epoch(self) -> int:
+        return self.trained.epoch
 
     def save(self, figure, name: str, caption: str) -> tuple[str, str]:
         figures.save(figure, self.folder / f"{name}.png")
@@ -84,7 +91,7 @@ def write_report(sweep_dir: str, top: int = 10) -> str:
         sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, stopped before its first checkpoint: "
                         f"the report evaluates the best trial that has one.")
     ctx = _context(sweep, best, metrics, folder)
-    test = evaluate(ctx.model, ctx.splits.test, best.get("config/recon_weight", 0.5), _normalizer(ctx.splits, "test"))
+    test = evaluate.metrics(ctx.trained, ctx.splits, "test")
     sections += [_best_section(ctx, test), *_edge_warnings(sweep, trials, best)]
     shown = _standard_figures(ctx, trials, metrics)
     for name in entry.figures:
@@ -102,14 +109,11 @@ def _write(sweep_dir: str, sections: list[str]) -> str:
 
 
 def _context(sweep: Sweep, best: pd.Series, metrics: pd.DataFrame, folder: Path) -> Context:
-    state, _ = checkpoints.load(best_checkpoint(best.path, sweep.entry.metric, sweep.entry.mode))
-    model = LSTMAutoencoder.from_config(state["model_config"])
-    model.load_state_dict(state["model"])
-    model.eval()
+    trained = evaluate.load(best_checkpoint(best.path, sweep.entry.metric, sweep.entry.mode))
     data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
     splits = sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params)
     history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)
-    return Context(sweep, best, history, model, splits, int(state["epoch"]), folder, [])
+    return Context(sweep, best, history, trained, splits, folder, [])
 
 
 def _normalizer(splits: Splits, split: str):
@@ -134,7 +138,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
         "",
         "Reproduce with:",
         "",
-        f"    {command_line(sweep)}",
+        f"    {command_line(sweep, relative_paths=True)}",
     ])
 
 
@@ -155,7 +159,19 @@ def _best_section(ctx: Context, test: dict) -> str:
         "| test metric | value |",
         "| --- | --- |",
         rows,
+        "",
+        "Evaluate that checkpoint again (paths relative to the folder the report was written from):",
+        "",
+        f"    {evaluate_command(ctx.trained.path, ctx.sweep.data)}",
     ])
+
+
+def evaluate_command(checkpoint, data: str | None) -> str:
+    """The `sweeps evaluate` command for a checkpoint, with paths relative to where the report is written from."""
+    words = ["sweeps", "evaluate", relative(str(checkpoint))]
+    if data:
+        words += ["--data", relative(data)]
+    return shlex.join(words)
 
 
 def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[str]:

@@ -185,7 +185,8 @@ def build_datasets(sweep: Sweep) -> dict:
 def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous"):
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
-    parameters = tune.with_parameters(train, datasets=ship(datasets), on_corrupt_checkpoint=on_corrupt_checkpoint)
+    data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
+    parameters = tune.with_parameters(train, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint)
     return tune.with_resources(parameters, resources)
 
 
@@ -310,14 +311,19 @@ def tune_settings() -> None:
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
 
 
-def command_line(sweep: Sweep) -> str:
-    """The `sweeps run` command that runs this sweep again."""
+def relative(path: str) -> str:
+    """A local path relative to the current folder (a report's commands work on any machine); URIs as they are."""
+    return path if "://" in path else os.path.relpath(path)
+
+
+def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
+    """The `sweeps run` command that runs this sweep again; with `relative_paths`, --data relative to the current folder."""
     defaults = Sweep(sweep.experiment)
     words = ["sweeps", "run", sweep.experiment, "--preset", sweep.preset, "--search", sweep.search, "--seed", str(sweep.seed)]
     options = {
         "--num-samples": sweep.num_samples,
         "--epochs": sweep.epochs,
-        "--data": sweep.data,
+        "--data": relative(sweep.data) if sweep.data and relative_paths else sweep.data,
         "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
         "--gpus-per-trial": sweep.gpus_per_trial or None,
         "--max-concurrent": sweep.max_concurrent,

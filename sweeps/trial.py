@@ -50,6 +50,12 @@ def data_key(config: dict) -> tuple:
     return tuple(config[name] for name in EXPERIMENTS[config["experiment"]].data_params)
 
 
+def data_record(data: dict, config: dict) -> dict:
+    """What rebuilds a trial's splits: the sweep's data record and the trial's data hyperparameters."""
+    params = {name: config[name] for name in EXPERIMENTS[config["experiment"]].data_params}
+    return {**data, "params": params}
+
+
 def start_fit(config: dict, splits: Splits, start: dict | None = None, device=None) -> tuple[Fit, dict]:
     """The trial's model and training run from its config: (the epochs to iterate, the model's config)."""
     _, steps, features = splits.train.x.shape
@@ -59,8 +65,9 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
     return run, model_config
 
 
-def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous") -> None:
-    """`datasets`: what `ship` made of the driver's data."""
+def train(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous") -> None:
+    """`datasets`: what `ship` made of the driver's data; `data`: how the driver built it (experiment, preset,
+    seed, path), which every checkpoint records with the trial's own data hyperparameters."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
@@ -77,7 +84,7 @@ def train(config: dict, datasets: dict, on_corrupt_checkpoint: str = "previous")
         if diverged or metrics["epoch"] == config["epochs"] or metrics["epoch"] % config["checkpoint_every"] == 0:
             # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
             with tempfile.TemporaryDirectory() as folder:
-                checkpoints.save(folder, run.state(), model_config, history)
+                checkpoints.save(folder, run.state(), model_config, history, data_record(data, config))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(report)

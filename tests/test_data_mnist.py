@@ -43,3 +43,45 @@ def test_missing_files_name_the_folder_and_the_files(tmp_path):
 def test_unknown_view(mnist_root):
     with pytest.raises(ValueError, match="unknown MNIST view"):
         mnist.load(mnist_root, view="columns", download=False)
+
+
+def _damaged(root, tmp_path, name, change):
+    """A copy of the test MNIST files with `name` changed by `change(bytes) -> bytes`."""
+    import shutil
+
+    copy = shutil.copytree(root, tmp_path / "copy")
+    path = copy / "MNIST" / "raw" / name
+    path.write_bytes(change(path.read_bytes()))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("train-images-idx3-ubyte", lambda b: b"\x00\x00\x09\x99" + b[4:], "is not an MNIST image file"),
+        ("train-images-idx3-ubyte", lambda b: b[: len(b) // 2], "truncated or damaged"),
+        ("train-images-idx3-ubyte", lambda b: b[:8] + (27).to_bytes(4, "big") + (29).to_bytes(4, "big") + b[16 : 16 + int.from_bytes(b[4:8], "big") * 27 * 29],
+         "27 x 29 pixels"),
+        ("t10k-labels-idx1-ubyte", lambda b: b[:4] + (499).to_bytes(4, "big") + b[8:-1], "499 labels for the 500 images"),
+        ("train-labels-idx1-ubyte", lambda b: b[:-1] + b"\x0c", "label 12 is not a digit"),
+        ("t10k-images-idx3-ubyte", lambda b: b"", "is not an MNIST image file"),
+    ],
+    ids=["magic", "truncated", "image-size", "counts", "label-range", "empty"],
+)
+def test_damaged_files_are_named_with_the_problem(mnist_root, tmp_path, name, change, message):
+    root = _damaged(mnist_root, tmp_path, name, change)
+    with pytest.raises(DataError, match=message) as error:
+        mnist.load(root, download=False)
+    assert name in str(error.value) and "\n" not in str(error.value)
+
+
+def test_gzipped_files_read_as_the_plain_ones(mnist_root, tmp_path):
+    import gzip
+    import shutil
+
+    copy = shutil.copytree(mnist_root, tmp_path / "gz")
+    for path in (copy / "MNIST" / "raw").iterdir():
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    plain, zipped = mnist.load(mnist_root, val_size=100, download=False), mnist.load(copy, val_size=100, download=False)
+    assert torch.equal(plain.test.x, zipped.test.x) and torch.equal(plain.train.y, zipped.train.y)

@@ -63,7 +63,7 @@ def test_best_checkpoint_is_chosen_on_the_metric(tmp_path):
         folder = tmp_path / f"checkpoint_{epoch:06d}"
         folder.mkdir()
         history = [{"epoch": e, "val_mse": v} for e, v in values.items() if e <= epoch]
-        checkpoints.save(folder, {**model_state, "epoch": epoch}, {"input_size": 1, "hidden_size": 4}, history)
+        checkpoints.save(folder, {**model_state, "epoch": epoch}, {"input_size": 1, "hidden_size": 4}, history, {})
     assert best_checkpoint(str(tmp_path), "val_mse", "min").endswith("checkpoint_000006")
     assert best_checkpoint(str(tmp_path), "val_mse", "max").endswith("checkpoint_000003")
 

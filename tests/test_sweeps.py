@@ -12,7 +12,7 @@ import ray
 import torch
 
 from lstm_ae.data import synthetic
-from sweeps import checkpoints
+from sweeps import checkpoints, evaluate
 from sweeps.experiments import EXPERIMENTS
 from sweeps.report import write_report
 from sweeps.run import Sweep, command_line, run
@@ -83,7 +83,15 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
     assert len(pictures) >= len(sweep.grid()) + 1 + len(entry.figures)
     assert all((Path(sweep_dir) / p).stat().st_size > 2000 for p in pictures)
     assert "## Best trial" in report and "| test metric | value |" in report
-    assert command_line(sweep) in report
+    assert command_line(sweep, relative_paths=True) in report
+    # The checkpoint the report evaluated gives the same test metrics through `sweeps evaluate`'s code.
+    evaluated = re.search(r"^    sweeps evaluate (\S+)", report, re.M).group(1)
+    trained = evaluate.load(Path(evaluated))
+    assert {k: trained.data[k] for k in ("experiment", "preset", "seed", "path")} == {"experiment": name, "preset": "quick", "seed": 0, "path": sweep.data_path()}
+    assert set(trained.data["params"]) == set(entry.data_params)
+    tested = evaluate.metrics(trained, evaluate.splits_of(trained))
+    table = dict(re.findall(r"^\| (\w+) \| ([-\d.e]+) \|$", report, re.M))
+    assert tested and all(float(table[k]) == pytest.approx(v, rel=1e-5) for k, v in tested.items())
     if name == "snp500-predict":
         _check_forecast_table(report, sweep)
 

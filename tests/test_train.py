@@ -57,12 +57,13 @@ def test_evaluate_is_the_mean_over_the_whole_split(signals):
     assert batched == pytest.approx(whole, rel=1e-5)
 
 
-def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals):
-    kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu")
+@pytest.mark.parametrize("recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"])
+def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe):
+    kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu", **recipe)
     straight = list(fit(model_for(signals), signals, epochs=4, **kwargs))
 
-    first_half = fit(model_for(signals), signals, epochs=2, **kwargs)
-    list(first_half)
+    first_half = fit(model_for(signals), signals, epochs=4, **kwargs)
+    next(first_half), next(first_half)  # interrupted after epoch 2 (the schedule spans all 4)
     saved = io.BytesIO()
     torch.save(first_half.state(), saved)
     saved.seek(0)
@@ -124,3 +125,54 @@ def test_stock_errors_in_dollars_are_computed_through_the_normaliser(stocks_csv)
     assert metrics["pred_mae_original"] == pytest.approx(expected_pred, rel=1e-4)
     first_epoch = next(iter(fit(model, splits, epochs=1, batch_size=32, lr=1e-3)))
     assert "val_pred_mae_original" in first_epoch and "train_pred_mae_original" not in first_epoch
+
+
+def test_the_cosine_schedule_anneals_to_zero_over_the_whole_budget(signals):
+    run = fit(model_for(signals), signals, epochs=3, batch_size=100, lr=1e-2, schedule="cosine")
+    lrs = []
+    for _ in run:
+        lrs.append(run.optimizer.param_groups[0]["lr"])
+    assert lrs[0] < 1e-2 and lrs[0] > lrs[1] > lrs[2]
+    assert lrs[2] == pytest.approx(0, abs=1e-12)
+    constant = fit(model_for(signals), signals, epochs=2, batch_size=100, lr=1e-2)
+    list(constant)
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-2
+
+
+def test_a_state_records_the_hyperparameters_and_the_schedule(signals):
+    run = fit(model_for(signals), signals, epochs=2, batch_size=32, lr=3e-3, recon_weight=0.7, schedule="cosine", precision="bf16")
+    next(run)
+    state = run.state()
+    assert state["hyperparameters"] == {"epochs": 2, "batch_size": 32, "lr": 3e-3, "grad_clip": 0.0, "recon_weight": 0.7,
+                                        "seed": 0, "schedule": "cosine", "precision": "bf16"}
+    assert state["schedule"]["last_epoch"] == math.ceil(len(signals.train) / 32)
+
+
+def test_bf16_trains_like_fp32(signals):
+    """Autocast changes the arithmetic, not the model: the same seed learns about as much in both."""
+    final = {}
+    for precision in ("fp32", "bf16"):
+        history = list(fit(model_for(signals), signals, epochs=6, batch_size=32, lr=1e-2, grad_clip=1.0, precision=precision))
+        final[precision] = history[-1]["val_mse"]
+    assert final["bf16"] == pytest.approx(final["fp32"], rel=0.15)
+
+
+def test_fp16_needs_a_gpu(signals):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        fit(model_for(signals), signals, epochs=1, batch_size=32, lr=1e-3, precision="fp16", device="cpu")
+
+
+@pytest.mark.parametrize("kwargs, message", [({"schedule": "step"}, "schedule must be one of constant, cosine"),
+                                             ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
+                                             ({"batch_size": 2.5}, "batch_size must be a whole number"),
+                                             ({"lr": math.inf}, "lr must be positive and finite")])
+def test_impossible_recipe_options_are_refused(signals, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(model_for(signals), signals, **{"epochs": 1, "batch_size": 32, "lr": 1e-3, **kwargs})
+
+
+def test_a_wrongly_typed_hyperparameter_is_named():
+    from lstm_ae.train import Hyperparameters
+
+    with pytest.raises(TypeError, match="lr must be a number, got 'fast'"):
+        Hyperparameters(epochs=1, batch_size=32, lr="fast")

@@ -1,0 +1,90 @@
+"""A trial's checkpoint -> its metrics on a split, from what the checkpoint records alone.
+
+    sweeps evaluate results/showcase/mnist-pixels-classify/model.pt --data ../shared/data [--split test] [--json]
+
+A checkpoint (`model.pt`) holds the model's config and weights, the training hyperparameters (the loss's mix,
+the precision) and how its data was built (experiment, preset, seed, data path and data hyperparameters): the
+split is rebuilt exactly as the trial saw it, from the data at `--data` where it has moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstm_ae.data import DataError, Splits
+from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import evaluate
+from sweeps import checkpoints
+from sweeps.experiments import EXPERIMENTS, SOURCES
+
+SPLITS = ("test", "val")
+
+
+class EvaluationError(ValueError):
+    """The checkpoint or the data cannot be evaluated: one line naming the file and the fix."""
+
+
+@dataclass
+class Trained:
+    """A checkpoint's model, ready to evaluate, with the hyperparameters and data record it was saved with."""
+
+    path: Path
+    model: LSTMAutoencoder
+    hyperparameters: dict  # lstm_ae.train.Hyperparameters as a dict
+    data: dict | None  # experiment, preset, seed, path, params (None in checkpoints older than this record)
+    epoch: int
+
+
+def load(path: str | Path) -> Trained:
+    """A checkpoint's model from its `model.pt` or from the folder that holds it."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / checkpoints.MODEL_FILE).exists():
+        raise EvaluationError(f"{path} is not a checkpoint: pass a model.pt or a checkpoint_* folder of a trial")
+    try:
+        state = checkpoints.load_state(folder / checkpoints.MODEL_FILE)
+        model = LSTMAutoencoder.from_config(state["model_config"])
+        model.load_state_dict(state["model"])
+    except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise EvaluationError(f"{path} is not a usable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    model.eval()
+    return Trained(path, model, state.get("hyperparameters", {}), state.get("data"), int(state["epoch"]))
+
+
+def splits_of(trained: Trained, data: str | None = None) -> Splits:
+    """The splits the checkpoint's trial was trained on, from `data` where the data has moved."""
+    record = trained.data
+    if not record:
+        raise EvaluationError(f"{trained.path} does not record its data (saved before checkpoints did): use `sweeps report` on its sweep")
+    entry = EXPERIMENTS.get(record["experiment"])
+    if entry is None:
+        raise EvaluationError(f"the checkpoint's experiment {record['experiment']!r} is not one of this version's: {', '.join(EXPERIMENTS)}")
+    path = data or record["path"]
+    if SOURCES[entry.source].path and data is None and not Path(path).exists():
+        raise EvaluationError(f"the checkpoint's data {path} is not here: pass --data ({SOURCES[entry.source].path})")
+    try:
+        splits = entry.load(path, record["seed"], record["preset"], **record["params"])
+    except (DataError, ValueError) as error:
+        raise EvaluationError(str(error)) from None
+    _check_shape(trained, splits, path)
+    return splits
+
+
+def _check_shape(trained: Trained, splits: Splits, path) -> None:
+    config = trained.model.config
+    _, steps, features = splits.test.x.shape
+    if features != config.input_size or (config.steps is not None and steps != config.steps):
+        raise EvaluationError(
+            f"the data at {path} has sequences of {steps} steps x {features} features, but the checkpoint was trained "
+            f"on {config.steps or '?'} x {config.input_size}: pass the --data it was trained on"
+        )
+
+
+def metrics(trained: Trained, splits: Splits, split: str = "test") -> dict:
+    """The checkpoint's metrics on `split` ("test" or "val"), at the precision it was trained in."""
+    if split not in SPLITS:
+        raise EvaluationError(f"unknown --split {split!r}: choose {' or '.join(SPLITS)}")
+    hp = trained.hyperparameters
+    normalizer = splits.meta.get("normalizer", {}).get(split)
+    return evaluate(trained.model, getattr(splits, split), hp.get("recon_weight", 0.5), normalizer, precision=hp.get("precision", "fp32"))

@@ -1,0 +1,67 @@
+"""`sweeps evaluate`: a checkpoint alone, re-evaluated from its own record, and refused in one line where it cannot be."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.sweeping import checkpoint_dirs, sweeps_cli, trial_dirs
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory, mnist_root):
+    """A one-trial sweep of MNIST rows with a classifier, on a copy of the test MNIST files; its last checkpoint."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data = shutil.copytree(mnist_root, root / "mnist")
+    done = sweeps_cli("run", "mnist-rows-classify", "--data", data, "--storage", root, "--name", "rows", "--epochs", "2",
+                      "--set", "hidden_size=8", "--set", "lr=0.005", "--set", "batch_size=32", "--set", "precision=bf16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, data, checkpoint_dirs(trial_dirs(root / "rows")[0])[-1]
+
+
+def test_a_checkpoint_evaluates_to_the_reports_figures_as_json(classified):
+    root, _, checkpoint = classified
+    done = sweeps_cli("evaluate", checkpoint / "model.pt", "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    assert set(metrics) == {"loss", "mse", "ce", "accuracy"} and 0 <= metrics["accuracy"] <= 1
+    report = (root / "rows" / "report.md").read_text()
+    assert f"| accuracy | {metrics['accuracy']:.6g} |" in report
+    text = sweeps_cli("evaluate", checkpoint, "--split", "val")  # the folder works as well as its model.pt
+    assert text.returncode == 0 and "mnist-rows-classify, epoch 2, on the val split" in text.stdout
+
+
+def test_data_that_moved_is_found_with_data(classified, tmp_path):
+    _, data, checkpoint = classified
+    moved = tmp_path / "elsewhere"
+    shutil.move(data, moved)
+    try:
+        lost = sweeps_cli("evaluate", checkpoint, "--json")
+        assert lost.returncode == 2 and "is not here: pass --data" in lost.stderr and lost.stderr.count("\n") == 1
+        found = sweeps_cli("evaluate", checkpoint, "--json", "--data", moved)
+        assert found.returncode == 0 and "accuracy" in json.loads(found.stdout)
+    finally:
+        shutil.move(moved, data)
+
+
+def test_what_is_not_a_usable_checkpoint_is_refused_in_one_line(classified, tmp_path, stocks_csv):
+    _, _, checkpoint = classified
+    code = tmp_path / "code" / "model.pt"
+    code.parent.mkdir()
+    torch.save({"model": {}, "epoch": 1, "payload": Path("runs code when unpickled")}, code)
+    truncated = tmp_path / "truncated" / "model.pt"
+    truncated.parent.mkdir()
+    truncated.write_bytes((checkpoint / "model.pt").read_bytes()[:500])
+    cases = [
+        (tmp_path, "is not a checkpoint"),
+        (code, "not a usable checkpoint"),
+        (truncated, "not a usable checkpoint"),
+    ]
+    for path, message in cases:
+        done = sweeps_cli("evaluate", path)
+        assert done.returncode == 2, (path, done.stderr)
+        assert message in done.stderr and done.stderr.startswith("sweeps: error:") and done.stderr.count("\n") == 1
+    wrong_data = sweeps_cli("evaluate", checkpoint, "--data", stocks_csv.parent)  # MNIST's checkpoint, no MNIST there
+    assert wrong_data.returncode == 2 and "MNIST" in wrong_data.stderr and wrong_data.stderr.count("\n") == 1
