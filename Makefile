@@ -7,13 +7,21 @@ INSTALLED := $(VENV)/.installed
 # Ray sends no usage reports (the command line and the tests also keep their own Ray on 127.0.0.1).
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint install clean
 
 demo: $(INSTALLED)
 	$(PY) -m sweeps run synthetic --preset quick
 
-test: $(INSTALLED)
+test: lint
 	$(PY) -m pytest
+
+# The unit tier: no Ray started, under a minute.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not ray"
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 install: $(INSTALLED)
 

@@ -79,7 +79,7 @@ class LSTMAutoencoder(nn.Module):
         self.predictor = nn.Linear(hidden_size, output_size) if predict_next else None
 
     @classmethod
-    def from_config(cls, config: ModelConfig | dict, seed: int | None = None) -> "LSTMAutoencoder":
+    def from_config(cls, config: ModelConfig | dict, seed: int | None = None) -> LSTMAutoencoder:
         """Build from a config (a checkpoint stores it as a dict); `seed` fixes the initial weights."""
         kwargs = asdict(config) if isinstance(config, ModelConfig) else dict(config)
         if seed is None:

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
 
-
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
+import math
 import sys
+
+from sweeps.cluster import keep_ray_local
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
+INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    keep_ray_local(getattr(args, "address", None))
+    keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
     from sweeps.evaluate import EvaluationError
-    from sweeps.run import SweepError  # imports Ray: only after keep_ray_local
+    from sweeps.storage import StorageError
+    from sweeps.sweep import SweepError, SweepInterrupted
 
     try:
         return args.command(args) or 0
-    except (SweepError, EvaluationError) as error:
+    except SweepInterrupted as stop:
+        _summary(stop.sweep_dir)
+        print(f"sweeps: {stop}", file=sys.stderr)
+        return INTERRUPTED
+    except (SweepError, EvaluationError, StorageError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
@@ -34,18 +42,12 @@ def _machine_problem(error: OSError) -> str:
     return f"{error}: check the storage path and the data path; the files already written are whole"
 
 
-def keep_ray_local(address: str | None) -> None:
-    """Ray reads these when it is imported, so they are set before any module of ours imports it."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise send usage reports out
-    if not address:
-        # The embedded cluster then uses and binds 127.0.0.1 only: nothing of it is reachable from other hosts.
-        # Never when joining a cluster, whose nodes must reach each other.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-
 def list_experiments(args) -> None:
+    from sweeps import hyperparameters
     from sweeps.experiments import EXPERIMENTS
 
+    print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
+    print("an experiment's fixed values and grid override those defaults; --set overrides both.")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
         print(f"  optimises {entry.metric} ({entry.mode}); heads: {entry.heads or 'none'}; fixed: {entry.fixed or 'none'}")
@@ -57,24 +59,14 @@ def list_experiments(args) -> None:
             sweep = " x ".join(f"{k} {values}" for k, values in grid.items())
             print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}; grid of {size}: {sweep}")
         ranges = entry.optuna_space(entry.grid_for("paper"))
-        print("  optuna (paper): " + ", ".join(f"{k} {_describe(domain)}" for k, domain in ranges.items()))
-
-
-def _describe(domain) -> str:
-    """A Tune search domain in a few characters: {a, b}, 10..49, log 0.0001..0.01."""
-    from ray.tune.search.sample import Integer, LogUniform
-
-    if hasattr(domain, "categories"):
-        return "{" + ", ".join(map(str, domain.categories)) + "}"
-    upper = domain.upper - 1 if isinstance(domain, Integer) else domain.upper  # randint excludes its upper bound
-    log = "log " if isinstance(domain.get_sampler(), LogUniform) else ""
-    return f"{log}{domain.lower}..{upper}"
+        print("  optuna (paper): " + ", ".join(f"{k} {r}" for k, r in ranges.items()))
 
 
 def run_sweep(args) -> None:
-    from sweeps import run
+    from sweeps import cluster, run
+    from sweeps.sweep import Sweep
 
-    sweep = run.Sweep(
+    sweep = Sweep(
         experiment=args.experiment,
         preset=args.preset,
         search=args.search,
@@ -86,23 +78,24 @@ def run_sweep(args) -> None:
         data=args.data,
         seed=args.seed,
         epochs=args.epochs,
-        overrides=dict(args.set),
+        overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
     )
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
-    run.start_ray(args.address, sweep)
+    cluster.check(args.address, sweep)
     run.claim(sweep, sweep_dir)
+    cluster.start_ray(args.address)
     run.fit(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
     _finish(sweep_dir, args.no_report)
 
 
 def resume_sweep(args) -> None:
-    from sweeps import run, storage
+    from sweeps import cluster, run, storage
 
     sweep_dir = storage.absolute(args.path)
-    run.load_sweep(sweep_dir)  # fails before Ray starts if this is not a sweep
-    run.check_fallback(args.corrupt_checkpoint)
-    run.start_ray(args.address)
-    _finish(run.resume(sweep_dir, args.corrupt_checkpoint), args.no_report)
+    sweep, datasets = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
+    cluster.check(args.address, sweep)
+    cluster.start_ray(args.address)
+    _finish(run.continue_sweep(sweep_dir, sweep, datasets, args.corrupt_checkpoint), args.no_report, args.data)
 
 
 def report(args) -> None:
@@ -110,15 +103,15 @@ def report(args) -> None:
     from sweeps.report import write_report
 
     sweep_dir = storage.absolute(args.path)
-    print(f"report: {write_report(sweep_dir, args.top)}")
+    print(f"report: {write_report(sweep_dir, args.top, args.data)}")
 
 
-def _finish(sweep_dir: str, no_report: bool) -> None:
+def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
     _summary(sweep_dir)
     if not no_report:
         from sweeps.report import write_report
 
-        print(f"report: {write_report(sweep_dir)}")
+        print(f"report: {write_report(sweep_dir, data=data)}")
 
 
 def evaluate_checkpoint(args) -> None:
@@ -138,10 +131,24 @@ def evaluate_checkpoint(args) -> None:
         print(f"  {name:<18} {value:.6g}")
 
 
-def status(args) -> None:
-    from sweeps import storage
+def show_status(args) -> None:
+    import json
+    import time
 
-    _summary(storage.absolute(args.path))
+    from sweeps import status, storage
+
+    sweep_dir = storage.absolute(args.path)
+    while True:
+        state = status.read(sweep_dir)
+        print(json.dumps(status.as_json(state)) if args.json else status.text(state), flush=True)
+        if args.watch is None or state.done:
+            return
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:  # leaving the watch is not a failure
+            return
+        if not args.json:
+            print()
 
 
 def bench(args) -> int:
@@ -151,30 +158,19 @@ def bench(args) -> int:
 
 
 def _summary(sweep_dir: str) -> None:
-    from sweeps import collect, run
+    from sweeps import status
 
-    sweep = run.load_sweep(sweep_dir)
-    trials, _ = collect.collect(sweep_dir)
-    entry = sweep.entry
-    finished = trials[(trials.status == "TERMINATED") & ~trials.stopped_early & ~trials.diverged]
-    counts = {
-        "finished": len(finished),
-        "stopped early": int(trials.stopped_early.sum()),
-        "diverged": int(trials.diverged.sum()),
-        "errored": int((trials.status == "ERROR").sum()),
-        "running or pending": int(trials.status.isin(["RUNNING", "PENDING", "PAUSED"]).sum()),
-    }
-    print(f"{sweep_dir}: {len(trials)} trials of {sweep.experiment} ({sweep.preset}, {sweep.search}): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    column = f"best_{entry.metric}"
-    ranked = collect.ranked(trials, entry.metric, entry.mode)  # the same choice as the report's
-    if len(ranked):
-        top = ranked.iloc[0]
-        config = {name: _plain(top[f"config/{name}"]) for name in sweep.grid() if f"config/{name}" in top}
-        print(f"best so far: {entry.metric} = {top[column]:.6g} at trial {top.trial_id} {config}")
+    print(status.text(status.read(sweep_dir)))
 
 
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value  # numpy scalars print as np.int64(32)
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.1 and 86400, got {text!r}")
+    return value
 
 
 def _hyperparameter(text: str) -> tuple[str, list]:
@@ -218,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     runner.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
     runner.add_argument("--set", type=_hyperparameter, action="append", default=[], metavar="NAME=V1[,V2...]",
                         help="fix a hyperparameter (one value) or sweep it over these values, e.g. --set lr=1e-3,3e-3")
+    runner.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                        help="autocast of every trial (the same as --set precision=...); fp16 needs GPUs (default: the experiment's)")
     runner.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
     resumer = commands.add_parser("resume", help="continue an interrupted sweep")
@@ -226,12 +224,14 @@ def parser() -> argparse.ArgumentParser:
     resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
     resumer.add_argument("--corrupt-checkpoint", default="previous", metavar="previous|scratch",
                          help="where a trial whose last checkpoint cannot be read goes on from (default: previous)")
+    resumer.add_argument("--data", help="where the sweep's data is now, if it moved since `sweeps run`")
     resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
     reporter = commands.add_parser("report", help="figures and report.md of a sweep, from its files")
     reporter.set_defaults(command=report)
     reporter.add_argument("path", help="the sweep's folder")
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
+    reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
 
     evaluator = commands.add_parser("evaluate", help="a trial checkpoint's metrics on the test (or validation) split")
     evaluator.set_defaults(command=evaluate_checkpoint)
@@ -241,8 +241,11 @@ def parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
 
     stat = commands.add_parser("status", help="trials finished, running, stopped early or errored, and the best so far")
-    stat.set_defaults(command=status)
-    stat.add_argument("path", help="the sweep's folder")
+    stat.set_defaults(command=show_status)
+    stat.add_argument("path", help="the sweep's folder or URI")
+    stat.add_argument("--watch", type=_seconds, nargs="?", const=30.0, metavar="SECONDS",
+                      help="print it again every SECONDS (default 30) until the sweep ends; Ctrl-C leaves")
+    stat.add_argument("--json", action="store_true", help="one JSON object per print, on stdout")
 
     bencher = commands.add_parser("bench", help="overheads of the trainer, Ray Tune and ASHA, threads, memory: ratios measured side by side")
     bencher.set_defaults(command=bench)

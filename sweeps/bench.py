@@ -332,14 +332,14 @@ class SweepResult:
     started: float  # time.time() when run.fit began
 
 
-def run_sweep(sweep, out: Path, name: str, watch=None) -> SweepResult:
+def run_sweep(sweep, out: Path, name: str, watch=None, space: dict | None = None) -> SweepResult:
     """A sweep through the project's runner (as `sweeps run` does), timing `run.fit`: Tuner.fit, then the tables."""
     from sweeps import collect, run, storage
 
     folder, datasets = run.prepare(sweep, str(out / "sweeps"), name)
     run.claim(sweep, folder)
     with _quiet(out / RAY_LOG), watch or contextlib.nullcontext():
-        tuner = run.make_tuner(sweep, datasets, folder)  # puts the data in the object store
+        tuner = run.make_tuner(sweep, datasets, folder, space)  # puts the data in the object store
         started, start = time.time(), time.perf_counter()
         run.fit(tuner, folder)
         wall = time.perf_counter() - start
@@ -375,17 +375,13 @@ def fit_alone(sweep, splits: Splits, config: dict) -> list[float]:
     return epochs
 
 
-def _checkpoint_sweep(every: list[int], **kwargs):
-    """A Sweep whose trials checkpoint every `every[i]` epochs, leaving the registry's presets as they are."""
+def _checkpoint_space(sweep, every: list[int]) -> dict:
+    """The sweep's search space with trials that checkpoint every `every[i]` epochs (the registry's presets untouched)."""
     from ray import tune
 
-    from sweeps.run import Sweep
+    from sweeps.run import param_space
 
-    class CheckpointSweep(Sweep):  # not a dataclass field: sweep.json stays a plain Sweep's
-        def param_space(self) -> dict:
-            return {**super().param_space(), "checkpoint_every": tune.grid_search(every)}
-
-    return CheckpointSweep(**kwargs)
+    return {**param_space(sweep), "checkpoint_every": tune.grid_search(every)}
 
 
 # --- 2. trial overhead ---------------------------------------------------------------------------------------
@@ -393,16 +389,16 @@ def _checkpoint_sweep(every: list[int], **kwargs):
 
 def trial_overhead(budget: Budget, out: Path, ray_start_s: float) -> list[Row]:
     from sweeps.run import build_datasets
+    from sweeps.sweep import Sweep
 
     epochs = budget.trial_epochs
     # One trial at a time on one reused worker: the first starts the worker (timed apart), then trials checkpoint
     # every epoch or only at the last (which the trial always checkpoints), alternating.
     every = [epochs] + [1, epochs] * budget.trial_repeats
-    sweep = _checkpoint_sweep(every, experiment="synthetic", preset=budget.trial_preset, epochs=epochs, early_stop=False,
-                              max_concurrent=1, overrides=ONE_CONFIG)
+    sweep = Sweep("synthetic", preset=budget.trial_preset, epochs=epochs, early_stop=False, max_concurrent=1, overrides=ONE_CONFIG)
     splits, config = build_datasets(sweep)[()], sweep.configs()[0]
     alone = [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
-    result = run_sweep(sweep, out, "trial-overhead")
+    result = run_sweep(sweep, out, "trial-overhead", space=_checkpoint_space(sweep, every))
     alone += [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
 
     metrics = result.metrics.sort_values(["trial_id", "epoch"]).copy()  # trial ids in the order the trials ran
@@ -439,7 +435,7 @@ def trial_overhead(budget: Budget, out: Path, ray_start_s: float) -> list[Row]:
 def parallel_efficiency(budget: Budget, out: Path, cores: int, ray_start_s: float) -> list[Row]:
     """The quick grid as `sweeps run` runs it (the target); Ray Tune alone on trials of the same length that only
     sleep; then the grid on the study's data, with longer trials (reported)."""
-    from sweeps.run import Sweep
+    from sweeps.sweep import Sweep
 
     quick = Sweep("synthetic", preset="quick", early_stop=False)
     rows, epoch_s = _efficiency(quick, budget, out, cores, ray_start_s, (">=", 0.90))
@@ -550,7 +546,7 @@ def _pooled_fit(config: dict) -> float:
 
 def asha(budget: Budget, out: Path) -> list[Row]:
     from sweeps import collect
-    from sweeps.run import Sweep
+    from sweeps.sweep import Sweep
 
     runs = {early_stop: run_sweep(Sweep("synthetic", preset="quick", epochs=budget.asha_epochs, early_stop=early_stop), out,
                                   f"asha-{'on' if early_stop else 'off'}")
@@ -667,7 +663,7 @@ def memory(out: Path) -> list[Row]:
 
 
 def _watched_mnist_sweep(out: Path, preset: str) -> tuple[SweepResult, MemoryWatch, int]:
-    from sweeps.run import Sweep
+    from sweeps.sweep import Sweep
     from sweeps.trial import ship
 
     sweep = Sweep("mnist-rows", preset=preset, epochs=1, early_stop=False, data=str(mnist_root(out)[0]),
@@ -743,7 +739,7 @@ def _figure(number: int, measure, *args) -> list[Row]:
 def _check_out(out: Path) -> None:
     """Before anything is measured: a folder that cannot be written is bad input, not a failure ten minutes in."""
     from sweeps import storage
-    from sweeps.run import SweepError
+    from sweeps.sweep import SweepError
 
     try:
         storage.check_writable(str(out))

@@ -20,7 +20,7 @@ from ray.tune import ExperimentAnalysis
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.parquet"
-FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
+
 
 
 class CheckpointError(RuntimeError):

@@ -19,6 +19,7 @@ from sweeps import storage
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
+UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Ray's states of a trial that has more to run
 HIGHER_IS_BETTER = ("accuracy",)  # metric names containing these are maximised; all others are errors
 
 

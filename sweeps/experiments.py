@@ -6,10 +6,8 @@ which metric to optimise, and two presets: `quick` (small data, few epochs: the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
-
-from ray import tune
 
 from lstm_ae.data import Splits, head, mnist, snp500, synthetic
 
@@ -89,18 +87,34 @@ class Experiment:
         return head(splits, **p.limit) if p.limit else splits
 
 
-def _standard_range(name: str, values: list):
+@dataclass(frozen=True)
+class Range:
+    """One hyperparameter's Optuna range, without Ray (the runner turns it into a Tune domain): "int" (both ends
+    included), "float", "log" (log-uniform) or "choice" (of `values`)."""
+
+    kind: str
+    low: float = 0
+    high: float = 0
+    values: tuple = ()
+
+    def __str__(self) -> str:
+        if self.kind == "choice":
+            return "{" + ", ".join(map(str, self.values)) + "}"
+        return f"{'log ' if self.kind == 'log' else ''}{self.low}..{self.high}"
+
+
+def _standard_range(name: str, values: list) -> Range:
     if name == "hidden_size":
-        return tune.randint(min(values), max(values) + 1)
+        return Range("int", min(values), max(values))
     if name == "lr":
-        return tune.loguniform(1e-4, 1e-2)
+        return Range("log", 1e-4, 1e-2)
     if name == "grad_clip":
-        return tune.uniform(0.0, 5.0)
+        return Range("float", 0.0, 5.0)
     if name == "batch_size":
-        return tune.choice([32, 64, 128])
+        return Range("choice", values=(32, 64, 128))
     if name == "recon_weight":
-        return tune.uniform(min(values), max(values))
-    return tune.choice(list(values))
+        return Range("float", min(values), max(values))
+    return Range("choice", values=tuple(values))
 
 
 # Measured on the pixel sequences (README): a layer-normalised encoder, chrono gate biases (forget gates that
@@ -133,13 +147,17 @@ EXPERIMENTS = {
             description="synthetic signals (50 steps, an 11-point dip), reconstruction",
             source="synthetic",
             grid={"batch_size": [32, 64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0], "hidden_size": [10, 25, 40]},
-            fixed={},
+            # Forget gates starting open: validation MSE 0.039 against 0.051 with PyTorch's init after 20 epochs at
+            # hidden 40, lr 1e-2 (README). The study's init: --set gate_bias=default.
+            fixed={"gate_bias": "forget1"},
             metric="val_mse",
             mode="min",
             # The study kept z smaller than the 50-step sequence on purpose: no identity mapping to learn.
-            optuna_ranges={"hidden_size": tune.randint(10, 50)},
+            optuna_ranges={"hidden_size": Range("int", 10, 49)},
             presets={
-                "quick": Preset(epochs=12, grace_period=3, checkpoint_every=3, loader={"n": 1000}),
+                # The demo: the study's 10,000 signals, enough epochs for the best trial to learn the dip (two minutes
+                # on 2 cores, ASHA stopping most trials early).
+                "quick": Preset(epochs=30, grace_period=3, checkpoint_every=3),
                 "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
             },
         ),

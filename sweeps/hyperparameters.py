@@ -5,12 +5,16 @@ a sweep may set, and splits a trial's config between the two.
 
 from __future__ import annotations
 
+import dataclasses
+
+from lstm_ae.cells import CELLS, GATE_BIASES, RECURRENT_INITS
 from lstm_ae.model import ModelConfig
-from lstm_ae.train import Hyperparameters
+from lstm_ae.train import PRECISIONS, SCHEDULES, Hyperparameters
 
 MODEL = ("hidden_size", "encoder_cell", "gate_bias", "recurrent_init")  # fields of ModelConfig
 TRAINING = ("batch_size", "lr", "grad_clip", "recon_weight", "schedule", "precision")  # fields of Hyperparameters
 NAMES = MODEL + TRAINING
+CHOICES = {"encoder_cell": CELLS, "gate_bias": GATE_BIASES, "recurrent_init": RECURRENT_INITS, "schedule": SCHEDULES, "precision": PRECISIONS}
 # Placeholders for what a check needs but a sweep does not set: the real ones come with the data.
 _SHAPE = {"input_size": 1, "steps": 3}  # 3: the shortest sequence chrono accepts; every experiment's is longer
 _REQUIRED = {"hidden_size": 1, "batch_size": 1, "lr": 1.0}  # fields without a default in lstm_ae
@@ -31,3 +35,14 @@ def check(point: dict, epochs: int) -> None:
     values = {**_REQUIRED, **point}
     ModelConfig(**_SHAPE, **{k: values[k] for k in MODEL if k in values})
     Hyperparameters(epochs=epochs, **training(values))
+
+
+def describe() -> str:
+    """Each name with its choices and lstm_ae's default, for `sweeps list`."""
+    defaults = {f.name: f.default for cls in (ModelConfig, Hyperparameters) for f in dataclasses.fields(cls)}
+    words = []
+    for name in NAMES:
+        default = defaults.get(name, dataclasses.MISSING)
+        choices = f" {{{', '.join(CHOICES[name])}}}" if name in CHOICES else ""
+        words.append(name + choices + ("" if default is dataclasses.MISSING else f" (default {default})"))
+    return ", ".join(words)

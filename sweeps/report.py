@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from ray.tune.search.optuna import OptunaSearch
 from lstm_ae.data import DataError, Splits, snp500
 from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
-from sweeps import checkpoints, collect, evaluate, figures, storage
-from sweeps.run import Sweep, command_line, load_sweep, relative
+from sweeps import checkpoints, collect, evaluate, figures, status, storage
+from sweeps.sweep import Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
 FIGURES = "figures"
@@ -60,37 +61,55 @@ class Context:
         return torch.randperm(count, generator=torch.Generator().manual_seed(self.sweep.seed))[:n]
 
 
-def best_checkpoint(trial_path: str, metric: str, mode: str) -> str:
-    """The trial's checkpoint with the best value of `metric` at the epoch it was taken."""
-    folders = sorted(Path(trial_path).glob("checkpoint_*"))
-    if not folders:
-        raise FileNotFoundError(f"trial {trial_path} has no checkpoint")
+def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained | None:
+    """The trial's readable checkpoint with the best value of `metric` at the epoch it was taken (the newest where
+    none has a finite one); a damaged checkpoint is skipped, with a line saying which and why. None: none is readable."""
     scored = []
-    for path in folders:
-        value = pd.read_parquet(path / checkpoints.METRICS_FILE)[metric].iloc[-1]
-        scored.append((value if mode == "min" else -value, str(path)))
-    return min((s for s in scored if math.isfinite(s[0])), default=scored[-1])[1]
+    for path in sorted(Path(trial_path).glob("checkpoint_*")):
+        try:
+            value = float(pd.read_parquet(path / checkpoints.METRICS_FILE)[metric].iloc[-1])
+            trained = evaluate.load(path)
+        except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
+            print(f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                  file=sys.stderr, flush=True)
+            continue
+        scored.append((value if mode == "min" else -value, trained))
+    finite = [s for s in scored if math.isfinite(s[0])]
+    if finite:
+        return min(finite, key=lambda s: s[0])[1]
+    return scored[-1][1] if scored else None
 
 
-def write_report(sweep_dir: str, top: int = 10) -> str:
+def _best_readable(choices: pd.DataFrame, entry) -> tuple[pd.Series | None, evaluate.Trained | None]:
+    """The best trial (in `choices`' order) with a readable checkpoint, and its best such checkpoint."""
+    for _, trial in choices.iterrows():
+        trained = best_checkpoint(trial.path, entry.metric, entry.mode)
+        if trained is not None:
+            return trial, trained
+    return None, None
+
+
+def write_report(sweep_dir: str, top: int = 10, data: str | None = None) -> str:
+    """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster)."""
     sweep = load_sweep(sweep_dir)
+    if data:
+        sweep.data = storage.absolute(data)
     entry = sweep.entry
     trials, metrics = collect.write_tables(sweep_dir)
     folder = Path(sweep_dir) / FIGURES
     folder.mkdir(exist_ok=True)
     choices = collect.ranked(trials, entry.metric, entry.mode)
     sections = [_header(sweep, trials)]
-    # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a checkpoint.
-    with_checkpoint = [t for _, t in choices.iterrows() if any(Path(t.path).glob("checkpoint_*"))]
-    if not with_checkpoint:
-        sections.append("No trial has a usable result with a checkpoint yet: nothing to report beyond the table below.")
+    # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a readable one.
+    best, trained = _best_readable(choices, entry)
+    if best is None:
+        sections.append("No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below.")
         sections.append(_trials_table(trials, sweep, top))
         return _write(sweep_dir, sections)
-    best = with_checkpoint[0]
     if best.trial_id != choices.iloc[0].trial_id:
-        sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, stopped before its first checkpoint: "
-                        f"the report evaluates the best trial that has one.")
-    ctx = _context(sweep, best, metrics, folder)
+        sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, has no readable checkpoint (stopped before its first, "
+                        f"or damaged): the report evaluates the best trial that has one.")
+    ctx = _context(sweep, best, trained, metrics, folder)
     test = evaluate.metrics(ctx.trained, ctx.splits, "test")
     sections += [_best_section(ctx, test), *_edge_warnings(sweep, trials, best)]
     shown = _standard_figures(ctx, trials, metrics)
@@ -108,8 +127,7 @@ def _write(sweep_dir: str, sections: list[str]) -> str:
     return path
 
 
-def _context(sweep: Sweep, best: pd.Series, metrics: pd.DataFrame, folder: Path) -> Context:
-    trained = evaluate.load(best_checkpoint(best.path, sweep.entry.metric, sweep.entry.mode))
+def _context(sweep: Sweep, best: pd.Series, trained: evaluate.Trained, metrics: pd.DataFrame, folder: Path) -> Context:
     data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
     splits = sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params)
     history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)
@@ -122,14 +140,10 @@ def _normalizer(splits: Splits, split: str):
 
 def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     entry = sweep.entry
-    counts = {
-        "ran their whole budget": int(((trials.status == "TERMINATED") & ~trials.stopped_early & ~trials.diverged).sum()),
-        "stopped early by ASHA": int(trials.stopped_early.sum()),
-        "diverged": int(trials.diverged.sum()),
-        "errored": int((trials.status == "ERROR").sum()),
-        "not finished": int(trials.status.isin(["RUNNING", "PENDING", "PAUSED"]).sum()),
-    }
-    summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    counted = status.counts(trials)
+    words = {"finished": "ran their whole budget", "stopped early": "stopped early by ASHA", "running": "still running",
+             "pending": "not started"}
+    summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
     return "\n".join([
         f"# {entry.name}: {entry.description}",
         "",

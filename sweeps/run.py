@@ -1,7 +1,8 @@
-"""The runner: an experiment's sweep as a Ray Tune `Tuner`, on the embedded local Ray or a running cluster.
+"""The Tuner's life: a sweep (sweeps.sweep) as a Ray Tune `Tuner`: build its data, prepare and claim its folder,
+run it, resume it.
 
-    sweep = Sweep("synthetic", preset="quick")
-    folder = run(sweep, storage="results", name="demo")     # results/demo/: Ray's files + Parquet tables
+    start_ray()                                              # sweeps.cluster: the embedded local Ray
+    folder = run(Sweep("synthetic"), storage_path="results", name="demo")   # Ray's files + Parquet tables
     resume(folder)                                           # after an interruption
 
 Everything that can be checked is checked before Ray starts, and raised as a SweepError: one line that
@@ -10,18 +11,13 @@ names the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
+import json
+import logging
 import os
-import random
-import re
-import shlex
-import socket
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -31,137 +27,47 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from sweeps import checkpoints, collect, hyperparameters, storage
-from sweeps.checkpoints import FALLBACKS
-from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
+from sweeps import checkpoints, collect, storage
+from sweeps.experiments import SOURCES, Range
+from sweeps.sweep import (
+    NAME_PATTERN,
+    SWEEP_FILE,
+    Sweep,
+    SweepError,
+    SweepInterrupted,
+    check_fallback,
+    command_line,
+    load_sweep,
+    record,
+)
 from sweeps.trial import ship, train
 
-SEARCHES = ("grid", "optuna")
-SWEEP_FILE = "sweep.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+def param_space(sweep: Sweep) -> dict:
+    """The trials' configs as Tune's search space: the fixed values, and the grid or Optuna's ranges."""
+    preset = sweep.entry.presets[sweep.preset]
+    space = {
+        "experiment": sweep.experiment,
+        "epochs": sweep.budget,
+        "checkpoint_every": preset.checkpoint_every,
+        "seed": sweep.seed,
+        **sweep.fixed(),
+    }
+    if sweep.search == "optuna":
+        return {**space, **{name: _domain(r) for name, r in sweep.entry.optuna_space(sweep.grid()).items()}}
+    # The grid's trials come in trial_order(); the space says which values each swept name takes.
+    return {**space, **{k: tune.grid_search(list(v)) for k, v in sweep.swept().items()}}
 
 
-class SweepError(Exception):
-    """Bad input for a sweep: the message is one line that names the problem and the fix."""
-
-
-@dataclass
-class Sweep:
-    """What defines a sweep; recorded in sweep.json so that `resume` rebuilds exactly the same one."""
-
-    experiment: str
-    preset: str = "quick"
-    search: str = "grid"
-    num_samples: int | None = None  # grid: repeats with seeds seed, seed+1, ...; optuna: trials (default: grid size)
-    early_stop: bool = True
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    data: str | None = None  # MNIST's root folder or the S&P 500 CSV
-    seed: int = 0
-    epochs: int | None = None  # None: the preset's
-    overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
-
-    @property
-    def entry(self) -> Experiment:
-        return EXPERIMENTS[self.experiment]
-
-    @property
-    def budget(self) -> int:
-        return self.epochs or self.entry.presets[self.preset].epochs
-
-    def grid(self) -> dict:
-        """The swept hyperparameters and their values: the preset's grid, with --set applied."""
-        grid = {**self.entry.grid_for(self.preset), **{k: v for k, v in self.overrides.items() if len(v) > 1}}
-        return {k: v for k, v in grid.items() if k not in self._pinned()}
-
-    def fixed(self) -> dict:
-        """The hyperparameters that take one value: the study's fixed ones, and those pinned with --set."""
-        return {**{k: v for k, v in self.entry.fixed.items() if k not in self.grid()}, **self._pinned()}
-
-    def configs(self) -> list[dict]:
-        """Every point of the grid, with the fixed hyperparameters: the trials a grid search runs (per seed)."""
-        return [{**self.fixed(), **point} for point in _points(self.grid())]
-
-    def swept(self) -> dict:
-        """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples)."""
-        seeds = {"seed": list(range(self.seed, self.seed + self.num_samples))} if self.num_samples and self.num_samples > 1 else {}
-        return {**seeds, **self.grid()}
-
-    def trial_order(self) -> list[dict]:
-        """The swept values of each trial of a grid search, in a random order fixed by the seed. ASHA stops a trial
-        that falls behind those that reached its rung before it; in the grid's own order the first arrivals all
-        come from one corner (the small lr first), set a low bar and run long (measured: figure 5 of `sweeps bench`)."""
-        points = _points(self.swept())
-        random.Random(self.seed).shuffle(points)
-        return points
-
-    def _pinned(self) -> dict:
-        return {k: v[0] for k, v in self.overrides.items() if len(v) == 1}
-
-    def data_path(self) -> str | None:
-        return self.data or SOURCES[self.entry.source].default_path
-
-    def param_space(self) -> dict:
-        preset = self.entry.presets[self.preset]
-        space = {
-            "experiment": self.experiment,
-            "epochs": self.budget,
-            "checkpoint_every": preset.checkpoint_every,
-            "seed": self.seed,
-            **self.fixed(),
-        }
-        if self.search == "optuna":
-            return {**space, **self.entry.optuna_space(self.grid())}
-        # The grid's trials come in trial_order(); the space says which values each swept name takes.
-        return {**space, **{k: tune.grid_search(list(v)) for k, v in self.swept().items()}}
-
-    def validate(self) -> None:
-        """Everything that can be known wrong before Ray starts, as a SweepError."""
-        if self.experiment not in EXPERIMENTS:
-            raise SweepError(f"unknown experiment {self.experiment!r}: choose one of {', '.join(EXPERIMENTS)} (see `sweeps list`)")
-        if self.preset not in self.entry.presets:
-            raise SweepError(f"unknown preset {self.preset!r}: choose one of {', '.join(self.entry.presets)}")
-        if self.search not in SEARCHES:
-            raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
-        allowed = hyperparameters.NAMES + self.entry.data_params
-        for name in self.overrides:
-            if name not in allowed:
-                raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
-        self._check_numbers()
-        self._check_hyperparameters()
-
-    def _check_numbers(self) -> None:
-        checks = [
-            (self.epochs is not None and self.epochs < 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.num_samples is not None and self.num_samples < 1, f"--num-samples must be at least 1, got {self.num_samples}"),
-            (not self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, got {self.cpus_per_trial}"),
-            (self.max_concurrent is not None and self.max_concurrent < 1, f"--max-concurrent must be at least 1, got {self.max_concurrent}"),
-            (not _is_gpu_share(self.gpus_per_trial), f"--gpus-per-trial must be 0, 1/k (0.5, 0.25, ...) or a whole number, got {self.gpus_per_trial}"),
-        ]
-        for failed, message in checks:
-            if failed:
-                raise SweepError(message)
-
-    def _check_hyperparameters(self) -> None:
-        """Every grid point through lstm_ae's own checks (model shape and training hyperparameters)."""
-        values = {**{k: [v] for k, v in self.fixed().items()}, **self.grid()}
-        for point in _points({k: v for k, v in values.items() if k in hyperparameters.NAMES}):
-            try:
-                hyperparameters.check(point, self.budget)
-            except (ValueError, TypeError) as error:
-                raise SweepError(f"impossible hyperparameter: {error} (set it with --set NAME=VALUES)") from None
-
-
-def _points(values: dict) -> list[dict]:
-    """Every combination of `values` (name -> list of values), as a dict per combination."""
-    return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
-
-
-def _is_gpu_share(gpus: float) -> bool:
-    if gpus == 0 or (gpus >= 1 and gpus == int(gpus)):
-        return True
-    return 0 < gpus < 1 and abs(1 / gpus - round(1 / gpus)) < 1e-6
+def _domain(r: Range):
+    """An experiment's Range as Tune's search domain."""
+    if r.kind == "int":
+        return tune.randint(r.low, r.high + 1)  # randint excludes its upper bound
+    if r.kind == "log":
+        return tune.loguniform(r.low, r.high)
+    if r.kind == "float":
+        return tune.uniform(r.low, r.high)
+    return tune.choice(list(r.values))
 
 
 def build_datasets(sweep: Sweep) -> dict:
@@ -196,7 +102,8 @@ def trial_folder(swept: tuple[str, ...], trial) -> str:
     return f"{trial}_{format_vars({(name,): trial.config[name] for name in swept if name in trial.config})}"
 
 
-def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
+def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None = None) -> tune.Tuner:
+    """`space`: the trials' configs, param_space(sweep) unless given (the bench varies what a sweep cannot)."""
     entry = sweep.entry
     preset = entry.presets[sweep.preset]
     scheduler = None
@@ -230,7 +137,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # result.json feeds collect; no TensorBoard files (see `fit`)
         verbose=1,
     )
-    return tune.Tuner(trainable(sweep, datasets), param_space=sweep.param_space(), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable(sweep, datasets), param_space=space or param_space(sweep), tune_config=tune_config, run_config=run_config)
 
 
 def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
@@ -242,8 +149,7 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     if not NAME_PATTERN.match(name):
         raise SweepError(f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path")
     sweep_dir = storage.join(storage.absolute(storage_path), name)
-    if storage.exists(storage.join(sweep_dir, SWEEP_FILE)):
-        raise SweepError(f"sweep folder {sweep_dir} already holds a sweep: continue it with `sweeps resume {sweep_dir}` or choose another --name")
+    _check_free(sweep_dir)
     datasets = build_datasets(sweep)
     try:
         storage.check_writable(storage.absolute(storage_path))
@@ -252,10 +158,22 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     return sweep_dir, datasets
 
 
+def _check_free(sweep_dir: str) -> None:
+    if storage.exists(storage.join(sweep_dir, SWEEP_FILE)):
+        raise SweepError(f"sweep folder {sweep_dir} already holds a sweep: continue it with `sweeps resume {sweep_dir}` or choose another --name")
+    if not storage.is_empty(sweep_dir):
+        raise SweepError(f"{sweep_dir} exists and is not a sweep folder: choose another --name (nothing there was touched)")
+
+
 def claim(sweep: Sweep, sweep_dir: str) -> None:
-    """Create the sweep's folder and record the sweep in it, once Ray is up: from now on the folder is this sweep's."""
+    """Make the folder this sweep's, before anything else is written in it: its record is created exclusively, so
+    of two runs given one --name at once, exactly one goes on (on local and NFS folders; see storage.create)."""
+    _check_free(sweep_dir)
     storage.make_dirs(sweep_dir)
-    storage.write_json(storage.join(sweep_dir, SWEEP_FILE), _record(sweep))
+    try:
+        storage.create(storage.join(sweep_dir, SWEEP_FILE), json.dumps(record(sweep), indent=2, default=str).encode())
+    except FileExistsError:
+        raise SweepError(f"sweep folder {sweep_dir} was just claimed by another run: choose another --name") from None
 
 
 def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) -> str:
@@ -265,39 +183,68 @@ def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) ->
     return fit(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
 
 
-def load_sweep(sweep_dir: str) -> Sweep:
-    record = storage.join(sweep_dir, SWEEP_FILE)
-    if not storage.exists(record):
-        raise SweepError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE}): pass the folder `sweeps run` printed")
-    return Sweep(**storage.read_json(record)["sweep"])
-
-
-def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous") -> str:
+def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> str:
     """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
-    (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`)."""
+    (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`); `data`: where
+    the sweep's data is now, if it moved. Ray must be started."""
+    sweep, datasets = prepare_resume(sweep_dir, on_corrupt_checkpoint, data)
+    return continue_sweep(sweep_dir, sweep, datasets, on_corrupt_checkpoint)
+
+
+def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> tuple[Sweep, dict]:
+    """resume's checks and data, before Ray starts: (the sweep as recorded, its data)."""
     check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
     sweep = load_sweep(sweep_dir)
-    if not tune.Tuner.can_restore(sweep_dir):
-        raise SweepError(f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): start it again with `sweeps run`")
+    if data:
+        sweep.data = storage.absolute(data)
+    sweep.validate()
+    try:
+        restorable = tune.Tuner.can_restore(sweep_dir)
+    except Exception as error:  # Ray's own state file, damaged
+        raise SweepError(f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "
+                         "there are intact: report it with `sweeps report`, or run it again under another --name") from None
+    if not restorable:
+        raise SweepError(f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): "
+                         f"remove the folder and run `{command_line(sweep)}` again")
+    return sweep, build_datasets(sweep)
+
+
+def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous") -> str:
+    sweep_dir = storage.absolute(sweep_dir)
     checkpoints.mend_records(sweep_dir)
-    tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, build_datasets(sweep), on_corrupt_checkpoint),
-                               resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, datasets, on_corrupt_checkpoint), resume_unfinished=True, resume_errored=True)
     return fit(tuner, sweep_dir)
 
 
-def check_fallback(on_corrupt_checkpoint: str) -> None:
-    if on_corrupt_checkpoint not in FALLBACKS:
-        raise SweepError(f"unknown --corrupt-checkpoint {on_corrupt_checkpoint!r}: choose {' or '.join(FALLBACKS)}")
-
-
 def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
+    """Run the Tuner and write the tables; SweepInterrupted where Ctrl-C stopped it first."""
     tune_settings()
     try:
-        tuner.fit()
+        with _without_ray_resume_advice():
+            tuner.fit()  # on Ctrl-C, Tune saves the experiment's state and returns
     finally:  # interrupted or not, the tables cover what has run
-        collect.write_tables(sweep_dir)
+        trials, _ = collect.write_tables(sweep_dir)
+    if len(trials) and trials.status.isin(collect.UNFINISHED).any():
+        raise SweepInterrupted(sweep_dir)
     return sweep_dir
+
+
+class _DropResumeAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with: Tuner.restore" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_ray_resume_advice():
+    """Tune logs `Tuner.restore(...)` advice when interrupted (ray/tune/tune.py, the end of `run`); here the way
+    back is `sweeps resume PATH`, which SweepInterrupted says instead."""
+    logger, advice = logging.getLogger("ray.tune.tune"), _DropResumeAdvice()
+    logger.addFilter(advice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(advice)
 
 
 def tune_settings() -> None:
@@ -311,95 +258,3 @@ def tune_settings() -> None:
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
 
 
-def relative(path: str) -> str:
-    """A local path relative to the current folder (a report's commands work on any machine); URIs as they are."""
-    return path if "://" in path else os.path.relpath(path)
-
-
-def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
-    """The `sweeps run` command that runs this sweep again; with `relative_paths`, --data relative to the current folder."""
-    defaults = Sweep(sweep.experiment)
-    words = ["sweeps", "run", sweep.experiment, "--preset", sweep.preset, "--search", sweep.search, "--seed", str(sweep.seed)]
-    options = {
-        "--num-samples": sweep.num_samples,
-        "--epochs": sweep.epochs,
-        "--data": relative(sweep.data) if sweep.data and relative_paths else sweep.data,
-        "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
-        "--gpus-per-trial": sweep.gpus_per_trial or None,
-        "--max-concurrent": sweep.max_concurrent,
-    }
-    for option, value in options.items():
-        if value is not None:
-            words += [option, str(value)]
-    if not sweep.early_stop:
-        words.append("--no-early-stop")
-    for name, values in sweep.overrides.items():
-        words += ["--set", f"{name}={','.join(map(str, values))}"]
-    return shlex.join(words)
-
-
-def _record(sweep: Sweep) -> dict:
-    import optuna
-    import ray
-    import torch
-
-    return {
-        "command": command_line(sweep),
-        "sweep": asdict(sweep),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__},
-        "git_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def start_ray(address: str | None = None, sweep: Sweep | None = None) -> None:
-    """Join the cluster at `address`, or start the embedded local one with its dashboard on 127.0.0.1.
-    (The command line also sets, before Ray is imported, what keeps all of the local one on loopback.)"""
-    import ray
-
-    if address:
-        check_cluster(address)
-        context = ray.init(address=address)
-    else:
-        context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
-        if sweep is not None:
-            _check_fits(sweep, ray.cluster_resources())  # a cluster may autoscale; this machine will not
-    if context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
-
-
-def check_cluster(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds where no Ray cluster answers at `address`: Ray itself retries for minutes."""
-    if address.startswith("ray://"):
-        return  # Ray Client: its own connection checks apply
-    # Ray's own resolution of `auto` (RAY_ADDRESS, then the last `ray start` on this machine) and of host:port.
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        resolved = canonicalize_bootstrap_address(address)
-    except ValueError as error:
-        raise SweepError(f"--address {address} is not a Ray address ({error}): use auto or host:port") from None
-    hint = "start one with `ray start --head` or `ray up cluster.yaml`, or leave out --address to run on a local Ray"
-    if not resolved:
-        raise SweepError(f"no running Ray cluster found for --address {address}: {hint}")
-    host, _, port = resolved.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise SweepError(f"no Ray cluster answers at {resolved} (--address {address}: {error.strerror or error}): {hint}") from None
-
-
-def _check_fits(sweep: Sweep, resources: dict) -> None:
-    for name, wanted in (("GPU", sweep.gpus_per_trial), ("CPU", sweep.cpus_per_trial)):
-        if wanted > resources.get(name, 0):
-            raise SweepError(f"each trial asks for {wanted:g} {name}s but this machine's Ray has {resources.get(name, 0):g}: "
-                             f"lower --{name.lower()}s-per-trial, or run on a cluster with --address")

@@ -23,8 +23,42 @@ def absolute(path_or_uri: str) -> str:
     return path_or_uri if "://" in path_or_uri else os.path.abspath(os.path.expanduser(path_or_uri))
 
 
+class StorageError(ValueError):
+    """A location pyarrow cannot use (an unknown scheme, a bad option in the URI): bad input, not a failing disk."""
+
+
 def _fs(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    return pyarrow.fs.FileSystem.from_uri(absolute(location))
+    try:
+        return pyarrow.fs.FileSystem.from_uri(absolute(location))
+    except (ValueError, NotImplementedError, pyarrow.ArrowException) as error:  # ArrowInvalid is a ValueError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StorageError(f"cannot use {location} as storage ({reason}): give a local folder or a file://, s3:// or gs:// URI") from None
+
+
+def is_empty(location: str) -> bool:
+    """True where nothing is there, or an empty folder."""
+    fs, path = _fs(location)
+    info = fs.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        return True
+    if info.type != pyarrow.fs.FileType.Directory:
+        return False
+    return not fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+
+
+def create(location: str, data: bytes) -> None:
+    """Write a new file, or raise FileExistsError where one is there. Local files are created exclusively (O_EXCL:
+    of two processes, exactly one succeeds); object stores have no such primitive in pyarrow, so there it is a
+    check, then a write."""
+    if "://" not in location:
+        with open(os.open(location, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        return
+    if exists(location):
+        raise FileExistsError(17, "File exists", location)
+    write_bytes(location, data)
 
 
 def exists(location: str) -> bool:

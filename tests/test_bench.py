@@ -10,8 +10,19 @@ import torch
 from lstm_ae.train import fit
 from sweeps import bench
 from sweeps.__main__ import main
-from sweeps.bench import FIGURES, SHAPES, Row, bare_epoch, format_table, random_splits, row, write
+from sweeps.bench import (
+    FIGURES,
+    SHAPES,
+    Row,
+    bare_epoch,
+    format_table,
+    random_splits,
+    row,
+    write,
+)
 from tests.sweeping import sweeps_cli
+
+pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
 
 def test_rows_are_written_as_a_table_a_parquet_file_and_machine_json(tmp_path):

@@ -17,6 +17,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 
+pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SMALL_GRID = ["--set", "hidden_size=10", "--set", "batch_size=64", "--epochs", "3", "--no-report"]

@@ -132,3 +132,23 @@ def test_head_cuts_the_normaliser_with_the_sequences(tmp_path, prices):
     assert small.meta["tickers"] == splits.meta["tickers"]  # per stock, not per sequence: kept whole
     # Copies, not views: shipping a cut must not ship the whole data it was cut from.
     assert small.train.x.untyped_storage().nbytes() == small.train.x.nbytes
+
+
+def test_prices_that_cannot_make_a_split_are_named(tmp_path, prices):
+    two = prices[prices.ticker.isin(["AAA", "BBB"])]
+    with pytest.raises(DataError, match=r"2 complete stock\(s\) .* cannot make a train/validation/test split"):
+        snp500.load(write_stocks(tmp_path / "two.csv", two), seq_len=50)
+    dead = prices.assign(high=-prices.high)
+    with pytest.raises(DataError, match="none of its 10 stocks has a positive, finite price"):
+        snp500.load(write_stocks(tmp_path / "dead.csv", dead), seq_len=50)
+    infinite = prices.copy()
+    infinite.loc[infinite.ticker == "AAA", "high"] = np.inf
+    assert "AAA" in snp500.load(write_stocks(tmp_path / "inf.csv", infinite), seq_len=50).meta["dropped_tickers"]
+
+
+def test_a_stock_with_two_prices_on_one_day_is_named_and_exact_repeats_are_dropped(tmp_path, prices):
+    row = prices[(prices.ticker == "BBB") & (prices.date == "2015-03-02")]
+    repeated = snp500.load(write_stocks(tmp_path / "same.csv", pd.concat([prices, row])), seq_len=50)
+    assert torch.equal(repeated.train.x, snp500.load(write_stocks(tmp_path / "ref.csv", prices), seq_len=50).train.x)
+    with pytest.raises(DataError, match="gives BBB two different highs on 2015-03-02"):
+        snp500.load(write_stocks(tmp_path / "two.csv", pd.concat([prices, row.assign(high=row.high + 1)])), seq_len=50)

@@ -9,6 +9,8 @@ import torch
 
 from tests.sweeping import checkpoint_dirs, sweeps_cli, trial_dirs
 
+pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def classified(tmp_path_factory, mnist_root):

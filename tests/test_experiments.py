@@ -1,5 +1,6 @@
 """The registry and the checks a sweep goes through before Ray starts (no Ray cluster is started here)."""
 
+import math
 import re
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from ray import tune
 
 from sweeps.__main__ import main
 from sweeps.experiments import EXPERIMENTS
-from sweeps.run import Sweep, SweepError, build_datasets, claim, prepare
+from sweeps.run import build_datasets, claim, param_space, prepare
+from sweeps.sweep import Sweep, SweepError
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -25,23 +27,23 @@ def test_every_entry_is_complete(name):
 
 
 def test_the_study_grids():
-    synthetic = Sweep("synthetic", preset="paper").param_space()
+    synthetic = param_space(Sweep("synthetic", preset="paper"))
     assert synthetic["batch_size"] == tune.grid_search([32, 64]) and synthetic["hidden_size"] == tune.grid_search([10, 25, 40])
     assert synthetic["epochs"] == 1000 and synthetic["seed"] == 0
-    pixels = Sweep("mnist-pixels-classify", preset="paper").param_space()
+    pixels = param_space(Sweep("mnist-pixels-classify", preset="paper"))
     assert pixels["batch_size"] == 128 and pixels["grad_clip"] == 1.0
     assert pixels["recon_weight"] == tune.grid_search([0.5, 0.7])
 
 
 def test_optuna_ranges():
-    space = Sweep("synthetic", search="optuna").param_space()
+    space = param_space(Sweep("synthetic", search="optuna"))
     assert (space["hidden_size"].lower, space["hidden_size"].upper) == (10, 50)  # randint: 10..49
     assert (space["lr"].lower, space["lr"].upper) == (1e-4, 1e-2)
     assert (space["grad_clip"].lower, space["grad_clip"].upper) == (0.0, 5.0)
     assert space["batch_size"].categories == [32, 64, 128]
-    rows = Sweep("mnist-rows", search="optuna").param_space()
+    rows = param_space(Sweep("mnist-rows", search="optuna"))
     assert (rows["hidden_size"].lower, rows["hidden_size"].upper) == (20, 129)
-    assert Sweep("snp500-predict", search="optuna").param_space()["normalize"].categories == ["study", "first"]
+    assert param_space(Sweep("snp500-predict", search="optuna"))["normalize"].categories == ["study", "first"]
 
 
 def test_the_running_best_ignores_diverged_epochs():
@@ -54,14 +56,14 @@ def test_the_running_best_ignores_diverged_epochs():
 
 def test_set_pins_or_sweeps_a_hyperparameter():
     sweep = Sweep("synthetic", overrides={"hidden_size": [16], "lr": [1e-3, 3e-3, 1e-2], "recon_weight": [0.5]})
-    space = sweep.param_space()
+    space = param_space(sweep)
     assert space["hidden_size"] == 16 and "hidden_size" not in sweep.grid()
     assert space["lr"] == tune.grid_search([1e-3, 3e-3, 1e-2])
     assert space["recon_weight"] == 0.5
 
 
 def test_grid_repeats_differ_by_seed():
-    assert Sweep("synthetic", num_samples=3, seed=7).param_space()["seed"] == tune.grid_search([7, 8, 9])
+    assert param_space(Sweep("synthetic", num_samples=3, seed=7))["seed"] == tune.grid_search([7, 8, 9])
 
 
 def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
@@ -87,7 +89,21 @@ def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
         (Sweep("synthetic", overrides={"batch_size": [0]}), "batch_size must be a whole number of at least 1"),
         (Sweep("synthetic", overrides={"recon_weight": [1.5]}), "recon_weight must be within"),
         (Sweep("synthetic", overrides={"dropout": [0.1]}), "unknown hyperparameter 'dropout'"),
-        (Sweep("synthetic", epochs=0), "--epochs must be at least 1"),
+        (Sweep("synthetic", epochs=0), "--epochs must be 1 to 1,000,000"),
+        (Sweep("synthetic", epochs=10**20), "--epochs must be 1 to 1,000,000"),
+        (Sweep("synthetic", num_samples=10**9), "--num-samples must be 1 to 1,000,000"),
+        (Sweep("synthetic", seed=2**40), "--seed must be 0 to 2"),
+        (Sweep("synthetic", seed=-1), "--seed must be 0 to 2"),
+        (Sweep("synthetic", cpus_per_trial=math.inf), "--cpus-per-trial must be positive and finite"),
+        (Sweep("synthetic", gpus_per_trial=math.inf), "--gpus-per-trial must be 0, 1/k"),
+        (Sweep("synthetic", gpus_per_trial=math.nan), "--gpus-per-trial must be 0, 1/k"),
+        (Sweep("synthetic", overrides={"lr": [math.inf]}), "lr must be positive and finite"),
+        (Sweep("synthetic", overrides={"lr": ["fast"]}), "lr must be a number, got 'fast'"),
+        (Sweep("synthetic", overrides={"batch_size": [32.5]}), "batch_size must be a whole number"),
+        (Sweep("synthetic", overrides={"gate_bias": ["zeros"]}), "gate_bias must be one of default, forget1, chrono"),
+        (Sweep("synthetic", overrides={"encoder_cell": ["gru"]}), "encoder_cell must be one of lstm, layernorm"),
+        (Sweep("synthetic", overrides={"schedule": ["step"]}), "schedule must be one of constant, cosine"),
+        (Sweep("synthetic", overrides={"precision": ["fp16"]}), "precision fp16 runs on CUDA GPUs only"),
         (Sweep("synthetic", gpus_per_trial=0.3), "--gpus-per-trial must be 0, 1/k"),
         (Sweep("synthetic", gpus_per_trial=1.5), "--gpus-per-trial must be 0, 1/k"),
         (Sweep("synthetic", cpus_per_trial=0), "--cpus-per-trial must be positive"),
@@ -185,6 +201,6 @@ def test_more_gpus_per_trial_than_the_machine_has(tmp_path):
     done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--gpus-per-trial", "64", "--storage", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert re.fullmatch(r"sweeps: error: each trial asks for 64 GPUs but this machine's Ray has \d+: "
+    assert re.fullmatch(r"sweeps: error: each trial asks for 64 GPUs but this machine has \d+: "
                         r"lower --gpus-per-trial, or run on a cluster with --address", done.stderr.strip().splitlines()[-1])
     assert not any(tmp_path.iterdir())

@@ -4,6 +4,7 @@ the sweep goes on and that nothing finished is lost or run again."""
 
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -14,8 +15,19 @@ from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
 from sweeps import checkpoints
-from tests.sweeping import (check_tables, checkpoint_dirs, epochs_reported, kill_driver, results_reported, start_driver, sweeps_cli,
-                            trial_dirs, wait_for)
+from tests.sweeping import (
+    check_tables,
+    checkpoint_dirs,
+    epochs_reported,
+    kill_driver,
+    results_reported,
+    start_driver,
+    sweeps_cli,
+    trial_dirs,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.faults]  # starts Ray, kills things: not in `make test-fast`
 
 # Two or four small synthetic trials, checkpointed every 3 epochs (the quick preset's), long enough to be caught mid-run.
 TWO_TRIALS = ["--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
@@ -72,9 +84,11 @@ def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tm
     def first_results():
         return any(reported for reported, _ in progress(sweep_dir).values())
 
-    def checkpoint_being_written(before=[]):  # a checkpoint folder has just appeared: Ray may still be filling it
-        before.append(sum(len(c) for _, c in progress(sweep_dir).values()))
-        return len(before) > 1 and before[-1] > before[-2]
+    counts = []  # checkpoint folders seen at each poll
+
+    def checkpoint_being_written():  # a checkpoint folder has just appeared: Ray may still be filling it
+        counts.append(sum(len(c) for _, c in progress(sweep_dir).values()))
+        return len(counts) > 1 and counts[-1] > counts[-2]
 
     def two_more_finished():
         return len(finished(progress(sweep_dir))) >= len(done_before) + 2
@@ -235,3 +249,33 @@ def test_writes_to_a_full_disk_keep_the_previous_file(tiny_disk):
         storage.write_parquet(table, pd.DataFrame({"x": range(200_000)}).assign(y=lambda d: d.x.astype(str)))
     assert pd.read_parquet(table).trial_id.tolist() == ["a"]
     assert [p.name for p in tiny_disk.iterdir()] == ["trials.parquet"]
+
+
+def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path):
+    sweep_dir = tmp_path / "interrupted"
+    log = tmp_path / "driver.log"
+    driver = start_driver(*[a for a in run_args(sweep_dir, 40) if a != "--no-report"], log=log)
+    wait_for(lambda: mid_training(sweep_dir, 1), 180, "both trials to pass their first checkpoint", driver)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+    assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
+
+    lines = log.read_text().strip().splitlines()
+    assert lines[-1] == f"sweeps: interrupted: continue with sweeps resume {sweep_dir}"
+    assert "Tuner.restore" not in log.read_text()
+    assert not (sweep_dir / "report.md").exists(), "an unfinished sweep's report would read as a finished one's"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 2 and (trials.epochs < 40).all() and (trials.epochs >= 3).all()
+
+    # `sweeps status` reads the files alone: both trials part-way, with their epochs and the time left.
+    state = json.loads(sweeps_cli("status", sweep_dir, "--json").stdout)
+    assert state["total"] == 2 and state["counts"]["running"] == 2 and not state["done"]
+    assert sorted(r["epoch"] for r in state["running"]) == sorted(trials.epochs) and state["left_s"] > 0
+    watcher = start_driver("status", sweep_dir, "--watch", "0.2", log=tmp_path / "watch.log")
+    wait_for(lambda: (tmp_path / "watch.log").read_text().count("running") >= 4, 60, "the watch to print twice", watcher)
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(timeout=30) == 0  # leaving the watch is not a failure
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()

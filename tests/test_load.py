@@ -7,6 +7,8 @@ import pytest
 
 from tests.sweeping import check_tables, start_driver
 
+pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
+
 TRIALS = 200
 
 

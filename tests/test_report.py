@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
+from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints, figures
 from sweeps.collect import ranked
 from sweeps.report import _edge_warnings, _trials_table, best_checkpoint
-from sweeps.run import Sweep
+from sweeps.sweep import Sweep
 
 
 def hand_built_trials() -> pd.DataFrame:
@@ -56,16 +57,21 @@ def test_edge_warnings_for_ranges_of_three_or_more():
     assert _edge_warnings(sweep, trials, trials.iloc[1]) == []
 
 
-def test_best_checkpoint_is_chosen_on_the_metric(tmp_path):
-    model_state = {"model": {}, "optimizer": {}, "epoch": 0, "rng": torch.Generator().get_state()}
+def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
+    model_state = {"model": LSTMAutoencoder(1, 4).state_dict(), "optimizer": {}, "epoch": 0, "rng": torch.Generator().get_state()}
     values = {3: 0.05, 6: 0.02, 9: 0.04}  # val_mse at each checkpoint's epoch
     for epoch in values:
         folder = tmp_path / f"checkpoint_{epoch:06d}"
         folder.mkdir()
         history = [{"epoch": e, "val_mse": v} for e, v in values.items() if e <= epoch]
         checkpoints.save(folder, {**model_state, "epoch": epoch}, {"input_size": 1, "hidden_size": 4}, history, {})
-    assert best_checkpoint(str(tmp_path), "val_mse", "min").endswith("checkpoint_000006")
-    assert best_checkpoint(str(tmp_path), "val_mse", "max").endswith("checkpoint_000003")
+    assert best_checkpoint(str(tmp_path), "val_mse", "min").path.name == "checkpoint_000006"
+    assert best_checkpoint(str(tmp_path), "val_mse", "max").path.name == "checkpoint_000003"
+    # A damaged best checkpoint is skipped, with a line naming it; the next best is taken.
+    (tmp_path / "checkpoint_000006" / "model.pt").write_bytes(b"truncated")
+    assert best_checkpoint(str(tmp_path), "val_mse", "min").path.name == "checkpoint_000009"
+    skipped = capsys.readouterr().err
+    assert "skipped the unreadable checkpoint" in skipped and "checkpoint_000006" in skipped
 
 
 @pytest.mark.parametrize(

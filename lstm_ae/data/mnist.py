@@ -118,7 +118,9 @@ def _idx(folder: Path, name: str, magic: int, dims: int) -> np.ndarray:
 
 
 def _download(root: str | Path, folder: Path) -> None:
-    from torchvision.datasets import MNIST  # imported here: torchvision is slow to import and only the download needs it
+    from torchvision.datasets import (
+        MNIST,  # imported here: torchvision is slow to import and only the download needs it
+    )
 
     try:
         MNIST(str(root), train=True, download=True)

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_ae.data.splits import DataError, Split, Splits, seeded_permutation, split_sizes
+from lstm_ae.data.splits import (
+    DataError,
+    Split,
+    Splits,
+    seeded_permutation,
+    split_sizes,
+)
 
 TICKER_COLUMNS = ("Name", "symbol")  # Kaggle's layout, the course's layout
 EXPECTED_LAYOUT = "date,open,high,low,close,volume,Name (Kaggle) or symbol,date,open,high,low,close,volume (course)"
@@ -40,7 +46,7 @@ class Affine:
     def __len__(self) -> int:
         return len(self.offset)
 
-    def __getitem__(self, rows) -> "Affine":
+    def __getitem__(self, rows) -> Affine:
         return Affine(self.offset[rows], self.scale[rows])
 
     def apply(self, x: torch.Tensor, rows=slice(None)) -> torch.Tensor:
@@ -70,6 +76,9 @@ def load(
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
     prices, dropped = _complete_stocks(_period(_read_highs(csv_path), csv_path, start, end))
+    if prices.shape[1] == 0:
+        raise DataError(f"{csv_path}: none of its {len(dropped)} stocks has a positive, finite price on every trading day "
+                        f"from {start} to {end}; use a file with complete price series")
     per_stock = len(prices) // seq_len
     if per_stock == 0:
         raise ValueError(f"seq_len {seq_len} is longer than the {len(prices)} trading days from {start} to {end}")
@@ -77,6 +86,9 @@ def load(
 
     order = seeded_permutation(prices.shape[1], seed).tolist()
     sizes = split_sizes(prices.shape[1], split)
+    if min(sizes) == 0:
+        raise DataError(f"{csv_path}: {prices.shape[1]} complete stock(s) from {start} to {end} cannot make a train/validation/test "
+                        f"split of {'/'.join(f'{f:g}' for f in split)} by stock (sizes {sizes}); use a file with more stocks")
     bounds = np.cumsum((0, *sizes))
     names = ("train", "val", "test")
     tickers = {name: sorted(prices.columns[order[a:b]]) for name, a, b in zip(names, bounds, bounds[1:])}
@@ -157,12 +169,17 @@ def _period(highs: pd.DataFrame, csv_path, start: str, end: str) -> pd.DataFrame
     highs = highs[(highs["date"] >= pd.Timestamp(start)) & (highs["date"] <= pd.Timestamp(end))]
     if highs.empty:
         raise DataError(f"{csv_path} has no prices between {start} and {end}; choose a period the file covers")
-    highs = highs.drop_duplicates(["date", "ticker"], keep="last")
+    repeated = highs[highs.duplicated(["date", "ticker"], keep=False)]
+    conflicting = repeated.groupby(["date", "ticker"])["high"].nunique(dropna=False) > 1
+    if conflicting.any():
+        date, ticker = conflicting[conflicting].index[0]
+        raise DataError(f"{csv_path} gives {ticker} two different highs on {date:%Y-%m-%d}; keep one row per stock and day")
+    highs = highs.drop_duplicates(["date", "ticker"], keep="last")  # exact repeats say nothing new
     return highs.pivot(index="date", columns="ticker", values="high").sort_index()
 
 
 def _complete_stocks(prices: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep the stocks with a positive price on every day of the period; return them and the dropped tickers."""
-    complete = prices.notna().all() & (prices > 0).all()
+    """Keep the stocks with a positive, finite price on every day of the period; return them and the dropped tickers."""
+    complete = (np.isfinite(prices) & (prices > 0)).all()
     return prices.loc[:, complete], sorted(prices.columns[~complete])
 

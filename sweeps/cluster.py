@@ -1,0 +1,97 @@
+"""Ray itself: join a running cluster, or start the embedded local one on loopback; check addresses and
+resources before a sweep waits on them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from sweeps.sweep import Sweep, SweepError
+
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_ray_local(address: str | None) -> None:
+    """What keeps an embedded Ray to this machine, set before Ray is imported where possible (the command line).
+    Never when joining a cluster, whose nodes must reach each other."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise send usage reports out
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        # With it "0", Ray uses and binds 127.0.0.1 only (ray/_private/services.py get_node_ip_address,
+        # ray-project/ray#18730): nothing of the local cluster is reachable from other hosts.
+        os.environ.setdefault(LOOPBACK_SWITCH, "0")
+
+
+def _keep_imported_ray_local() -> None:
+    """The Python API may have imported Ray before start_ray: Ray read the switch into a constant at import
+    (ray/_private/ray_constants.py ENABLE_RAY_CLUSTER), so set that too; the processes it starts read the variable."""
+    keep_ray_local(None)
+    if os.environ[LOOPBACK_SWITCH] == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def check(address: str | None = None, sweep: Sweep | None = None) -> None:
+    """Before anything is written or started: a cluster answers where one is named (--address, or RAY_ADDRESS in
+    the environment, which Ray would otherwise wait on for minutes), or this machine has what each trial asks for."""
+    if address:
+        check_cluster(address, "--address")
+    elif os.environ.get("RAY_ADDRESS"):
+        check_cluster(os.environ["RAY_ADDRESS"], "RAY_ADDRESS in the environment")
+    elif sweep is not None:
+        _check_fits(sweep, machine_resources())  # a cluster may autoscale; this machine will not
+
+
+def start_ray(address: str | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start the embedded local one on 127.0.0.1, dashboard included."""
+    import ray
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        context = ray.init(address=address)  # None: Ray reads RAY_ADDRESS
+    else:
+        _keep_imported_ray_local()
+        context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+    if context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+
+
+def check_cluster(address: str, given_as: str = "--address", timeout_s: float = 5.0) -> None:
+    """Fail in seconds where no Ray cluster answers at `address`: Ray itself retries for minutes."""
+    if address.startswith("ray://"):
+        return  # Ray Client: its own connection checks apply
+    # Ray's own resolution of `auto` (RAY_ADDRESS, then the last `ray start` on this machine) and of host:port.
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if given_as == "--address":
+        hint = "start one with `ray start --head` or `ray up cluster.yaml`, or leave out --address to run on a local Ray"
+    else:
+        hint = "start the cluster it names, or unset RAY_ADDRESS to run on a local Ray"
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+        host, _, port = (resolved or "").rpartition(":")
+        port = int(port) if resolved else None
+    except ValueError as error:
+        raise SweepError(f"{given_as} {address} is not a Ray address ({error}): use auto or host:port") from None
+    if not resolved:
+        raise SweepError(f"no running Ray cluster found for {given_as} {address}: {hint}")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except (OSError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise SweepError(f"no Ray cluster answers at {resolved} ({given_as} {address}: {reason}): {hint}") from None
+
+
+def machine_resources() -> dict:
+    """What the embedded Ray will see on this machine: the CPUs this process may use, and the visible GPUs."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"CPU": cpus or 1, "GPU": torch.cuda.device_count()}
+
+
+def _check_fits(sweep: Sweep, resources: dict) -> None:
+    for name, wanted in (("GPU", sweep.gpus_per_trial), ("CPU", sweep.cpus_per_trial)):
+        if wanted > resources.get(name, 0):
+            raise SweepError(f"each trial asks for {wanted:g} {name}s but this machine has {resources.get(name, 0):g}: "
+                             f"lower --{name.lower()}s-per-trial, or run on a cluster with --address")

@@ -1,0 +1,159 @@
+"""Where a sweep stands, from its files alone (running or finished, local or on a storage URI, from any terminal):
+
+    sweeps status results/<sweep> [--watch [SECONDS]] [--json]
+
+Trials by state out of the sweep's total, each running trial's epoch out of its budget and its metric, the best
+trial so far, the time since the sweep began and an estimate of the time left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+import pandas as pd
+
+from sweeps import collect, storage
+from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
+
+
+def counts(trials: pd.DataFrame) -> dict:
+    """Trials by state: the one counting that `status`, the run's summary and the report share."""
+    if trials.empty:
+        return dict.fromkeys(("finished", "stopped early", "diverged", "errored", "running", "pending"), 0)
+    status, running = trials.status, _running(trials)
+    return {
+        "finished": int(((status == "TERMINATED") & ~trials.stopped_early & ~trials.diverged).sum()),
+        "stopped early": int(trials.stopped_early.sum()),
+        "diverged": int(trials.diverged.sum()),
+        "errored": int((status == "ERROR").sum()),
+        "running": int(running.sum()),
+        "pending": int((status.isin(collect.UNFINISHED) & ~running).sum()),
+    }
+
+
+def _running(trials: pd.DataFrame) -> pd.Series:
+    """Unfinished trials that have reported an epoch. Ray's record of the sweep (experiment_state) is written only
+    now and then, and can still say PENDING for a trial that has run for an hour; its results say what it did."""
+    return trials.status.isin(collect.UNFINISHED) & (trials.epochs > 0)
+
+
+@dataclass
+class Status:
+    sweep_dir: str
+    experiment: str
+    preset: str
+    search: str
+    metric: str
+    total: int  # trials the sweep will run, created by Ray or not yet
+    counts: dict
+    running: list = field(default_factory=list)  # {trial_id, config, epoch, budget, value}
+    best: dict | None = None  # {trial_id, config, value}
+    elapsed_s: float | None = None
+    left_s: float | None = None  # at most: ASHA may stop trials sooner
+
+    @property
+    def done(self) -> bool:
+        return self.counts["running"] == 0 and self.counts["pending"] == 0 and self.created >= self.total
+
+    @property
+    def created(self) -> int:
+        return sum(self.counts.values())
+
+
+def read(sweep_dir: str) -> Status:
+    sweep = load_sweep(sweep_dir)
+    trials, metrics = collect.collect(sweep_dir)
+    entry = sweep.entry
+    state = Status(sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials))
+    if trials.empty:
+        return state
+    swept = [name for name in sweep.swept() if f"config/{name}" in trials]
+    for _, trial in trials[_running(trials)].iterrows():
+        state.running.append({
+            "trial_id": trial.trial_id,
+            "config": {name: _plain(trial[f"config/{name}"]) for name in swept},
+            "epoch": int(trial.epochs),
+            "budget": int(trial["config/epochs"]),
+            "value": _finite(trial.get(f"last_{entry.metric}")),
+        })
+    ranked = collect.ranked(trials, entry.metric, entry.mode)
+    if len(ranked):
+        top = ranked.iloc[0]
+        state.best = {"trial_id": top.trial_id, "config": {n: _plain(top[f"config/{n}"]) for n in swept},
+                      "value": float(top[f"best_{entry.metric}"])}
+    state.elapsed_s = _elapsed(sweep_dir)
+    state.left_s = _time_left(trials, metrics, state, sweep)
+    return state
+
+
+def planned_trials(sweep: Sweep) -> int:
+    if sweep.search == "optuna":
+        return sweep.num_samples or len(sweep.configs())
+    return len(sweep.trial_order())
+
+
+def _elapsed(sweep_dir: str) -> float | None:
+    try:
+        created = datetime.strptime(storage.read_json(storage.join(sweep_dir, SWEEP_FILE))["created"], "%Y-%m-%dT%H:%M:%S%z")
+    except (KeyError, ValueError, TypeError):
+        return None
+    return max(0.0, time.time() - created.timestamp())
+
+
+def _time_left(trials: pd.DataFrame, metrics: pd.DataFrame, state: Status, sweep: Sweep) -> float | None:
+    """The epochs left (running trials to their budget, trials not yet finished whole) times the mean seconds per
+    epoch so far, shared by the trials running at once: at most, since ASHA may stop some."""
+    if "time_total_s" not in metrics or metrics.empty or not state.running:
+        return 0.0 if state.done else None
+    per_trial = metrics.groupby("trial_id").time_total_s.max() / metrics.groupby("trial_id").epoch.max()
+    epoch_s = float(per_trial.mean())
+    left = sum(r["budget"] - r["epoch"] for r in state.running)
+    left += (state.total - state.created + state.counts["pending"]) * sweep.budget
+    return epoch_s * left / max(1, len(state.running))
+
+
+def text(state: Status) -> str:
+    counted = ", ".join(f"{n} {what}" for what, n in state.counts.items())
+    lines = [f"{state.sweep_dir}: {state.created} of {state.total} trials of {state.experiment} "
+             f"({state.preset}, {state.search}): {counted}"]
+    for r in state.running:
+        value = "-" if r["value"] is None else f"{r['value']:.6g}"
+        lines.append(f"  running {r['trial_id']} {_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}")
+    if state.best:
+        lines.append(f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']} {state.best['config']}")
+    timing = []
+    if state.elapsed_s is not None:
+        timing.append(f"elapsed {_duration(state.elapsed_s)}")
+    if state.left_s is not None and not state.done:
+        timing.append(f"left at most {_duration(state.left_s)} (ASHA may stop trials sooner)")
+    if timing:
+        lines.append("; ".join(timing))
+    return "\n".join(lines)
+
+
+def as_json(state: Status) -> dict:
+    return {**asdict(state), "done": state.done}
+
+
+def _values(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value  # numpy scalars print as np.int64(32)

@@ -1,0 +1,222 @@
+"""What a sweep is, without Ray: its definition (experiment, preset, search, options, --set), the checks of
+everything that can be known wrong before Ray starts, its record (sweep.json) and the command that reproduces it.
+
+    sweep = Sweep("synthetic", preset="quick", overrides={"lr": [1e-3, 1e-2]})
+    sweep.validate()          # SweepError: one line naming the problem and the fix
+    sweep.configs()           # the grid's trials
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sweeps import hyperparameters, storage
+from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
+
+MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
+FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
+SEARCHES = ("grid", "optuna")
+SWEEP_FILE = "sweep.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SweepError(Exception):
+    """Bad input for a sweep: the message is one line that names the problem and the fix."""
+
+
+class SweepInterrupted(Exception):
+    """The sweep was stopped (Ctrl-C) with trials unfinished; its state and tables are saved: resume it."""
+
+    def __init__(self, sweep_dir: str):
+        super().__init__(f"interrupted: continue with sweeps resume {sweep_dir}")
+        self.sweep_dir = sweep_dir
+
+
+@dataclass
+class Sweep:
+    """What defines a sweep; recorded in sweep.json so that `resume` rebuilds exactly the same one."""
+
+    experiment: str
+    preset: str = "quick"
+    search: str = "grid"
+    num_samples: int | None = None  # grid: repeats with seeds seed, seed+1, ...; optuna: trials (default: grid size)
+    early_stop: bool = True
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    data: str | None = None  # MNIST's root folder or the S&P 500 CSV
+    seed: int = 0
+    epochs: int | None = None  # None: the preset's
+    overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
+
+    @property
+    def entry(self) -> Experiment:
+        return EXPERIMENTS[self.experiment]
+
+    @property
+    def budget(self) -> int:
+        return self.epochs or self.entry.presets[self.preset].epochs
+
+    def grid(self) -> dict:
+        """The swept hyperparameters and their values: the preset's grid, with --set applied."""
+        grid = {**self.entry.grid_for(self.preset), **{k: v for k, v in self.overrides.items() if len(v) > 1}}
+        return {k: v for k, v in grid.items() if k not in self._pinned()}
+
+    def fixed(self) -> dict:
+        """The hyperparameters that take one value: the study's fixed ones, and those pinned with --set."""
+        return {**{k: v for k, v in self.entry.fixed.items() if k not in self.grid()}, **self._pinned()}
+
+    def configs(self) -> list[dict]:
+        """Every point of the grid, with the fixed hyperparameters: the trials a grid search runs (per seed)."""
+        return [{**self.fixed(), **point} for point in _points(self.grid())]
+
+    def swept(self) -> dict:
+        """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples)."""
+        seeds = {"seed": list(range(self.seed, self.seed + self.num_samples))} if self.num_samples and self.num_samples > 1 else {}
+        return {**seeds, **self.grid()}
+
+    def trial_order(self) -> list[dict]:
+        """The swept values of each trial of a grid search, in a random order fixed by the seed. ASHA stops a trial
+        that falls behind those that reached its rung before it; in the grid's own order the first arrivals all
+        come from one corner (the small lr first), set a low bar and run long (measured: figure 5 of `sweeps bench`)."""
+        points = _points(self.swept())
+        random.Random(self.seed).shuffle(points)
+        return points
+
+    def _pinned(self) -> dict:
+        return {k: v[0] for k, v in self.overrides.items() if len(v) == 1}
+
+    def data_path(self) -> str | None:
+        return self.data or SOURCES[self.entry.source].default_path
+
+    def validate(self) -> None:
+        """Everything that can be known wrong before Ray starts, as a SweepError."""
+        if self.experiment not in EXPERIMENTS:
+            raise SweepError(f"unknown experiment {self.experiment!r}: choose one of {', '.join(EXPERIMENTS)} (see `sweeps list`)")
+        if self.preset not in self.entry.presets:
+            raise SweepError(f"unknown preset {self.preset!r}: choose one of {', '.join(self.entry.presets)}")
+        if self.search not in SEARCHES:
+            raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
+        allowed = hyperparameters.NAMES + self.entry.data_params
+        for name in self.overrides:
+            if name not in allowed:
+                raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
+        self._check_numbers()
+        self._check_hyperparameters()
+
+    def _check_numbers(self) -> None:
+        checks = [
+            (self.epochs is not None and not 1 <= self.epochs <= MAX_COUNT, f"--epochs must be 1 to {MAX_COUNT:,}, got {self.epochs}"),
+            (self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
+             f"--num-samples must be 1 to {MAX_COUNT:,}, got {self.num_samples}"),
+            (not 0 <= self.seed < 2**32, f"--seed must be 0 to 2**32 - 1 (what numpy and Optuna's sampler take), got {self.seed}"),
+            (not 0 < self.cpus_per_trial < math.inf, f"--cpus-per-trial must be positive and finite, got {self.cpus_per_trial}"),
+            (self.max_concurrent is not None and self.max_concurrent < 1, f"--max-concurrent must be at least 1, got {self.max_concurrent}"),
+            (not _is_gpu_share(self.gpus_per_trial), f"--gpus-per-trial must be 0, 1/k (0.5, 0.25, ...) or a whole number, got {self.gpus_per_trial}"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise SweepError(message)
+
+    def _check_hyperparameters(self) -> None:
+        """Every grid point through lstm_ae's own checks (model shape and training hyperparameters)."""
+        values = {**{k: [v] for k, v in self.fixed().items()}, **self.grid()}
+        if "fp16" in values.get("precision", []) and not self.gpus_per_trial:
+            raise SweepError("precision fp16 runs on CUDA GPUs only: give --gpus-per-trial, or use bf16 or fp32 on CPUs")
+        for point in _points({k: v for k, v in values.items() if k in hyperparameters.NAMES}):
+            try:
+                hyperparameters.check(point, self.budget)
+            except (ValueError, TypeError) as error:
+                raise SweepError(f"impossible hyperparameter: {error} (set it with --set NAME=VALUES)") from None
+
+
+def _points(values: dict) -> list[dict]:
+    """Every combination of `values` (name -> list of values), as a dict per combination."""
+    return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
+
+
+def _is_gpu_share(gpus: float) -> bool:
+    if not math.isfinite(gpus):
+        return False
+    if gpus == 0 or (gpus >= 1 and gpus == int(gpus)):
+        return True
+    return 0 < gpus < 1 and abs(1 / gpus - round(1 / gpus)) < 1e-6
+
+
+def load_sweep(sweep_dir: str) -> Sweep:
+    record = storage.join(sweep_dir, SWEEP_FILE)
+    if not storage.exists(record):
+        raise SweepError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE}): pass the folder `sweeps run` printed")
+    try:
+        sweep = Sweep(**storage.read_json(record)["sweep"])
+    except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
+        raise SweepError(f"{record} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+                         "restore it from a copy of the sweep folder") from None
+    if sweep.experiment not in EXPERIMENTS:
+        raise SweepError(f"{record} names the experiment {sweep.experiment!r}, which this version does not have: {', '.join(EXPERIMENTS)}")
+    return sweep
+
+
+def check_fallback(on_corrupt_checkpoint: str) -> None:
+    if on_corrupt_checkpoint not in FALLBACKS:
+        raise SweepError(f"unknown --corrupt-checkpoint {on_corrupt_checkpoint!r}: choose {' or '.join(FALLBACKS)}")
+
+
+def relative(path: str) -> str:
+    """A local path relative to the current folder (a report's commands work on any machine); URIs as they are."""
+    return path if "://" in path else os.path.relpath(path)
+
+
+def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
+    """The `sweeps run` command that runs this sweep again; with `relative_paths`, --data relative to the current folder."""
+    defaults = Sweep(sweep.experiment)
+    words = ["sweeps", "run", sweep.experiment, "--preset", sweep.preset, "--search", sweep.search, "--seed", str(sweep.seed)]
+    options = {
+        "--num-samples": sweep.num_samples,
+        "--epochs": sweep.epochs,
+        "--data": relative(sweep.data) if sweep.data and relative_paths else sweep.data,
+        "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
+        "--gpus-per-trial": sweep.gpus_per_trial or None,
+        "--max-concurrent": sweep.max_concurrent,
+    }
+    for option, value in options.items():
+        if value is not None:
+            words += [option, str(value)]
+    if not sweep.early_stop:
+        words.append("--no-early-stop")
+    for name, values in sweep.overrides.items():
+        words += ["--set", f"{name}={','.join(map(str, values))}"]
+    return shlex.join(words)
+
+
+def record(sweep: Sweep) -> dict:
+    import optuna
+    import ray
+    import torch
+
+    return {
+        "command": command_line(sweep),
+        "sweep": asdict(sweep),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__},
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
