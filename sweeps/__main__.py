@@ -7,8 +7,6 @@ import errno
 import math
 import sys
 
-from sweeps.cluster import keep_ray_local
-
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
 INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT
@@ -16,6 +14,8 @@ INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from sweeps.cluster import keep_ray_local  # (imports no Ray: --help and `list` answer without it)
+
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
     from sweeps.evaluate import EvaluationError
     from sweeps.storage import StorageError
@@ -79,6 +79,7 @@ def run_sweep(args) -> None:
         seed=args.seed,
         epochs=args.epochs,
         overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
+        loggers=list(dict.fromkeys(args.logger)),
     )
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
     cluster.check(args.address, sweep)
@@ -163,6 +164,15 @@ def _summary(sweep_dir: str) -> None:
     print(status.text(status.read(sweep_dir)))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lstm-ae-sweeps")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -189,14 +199,25 @@ def _number(text: str):
     return text
 
 
+class _WithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default where it has one worth saying (not None, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sweeps", description="LSTM autoencoder sweeps on Ray Tune.")
+    top.add_argument("--version", action="version", version=f"sweeps {_version()}")
     commands = top.add_subparsers(required=True, metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="the experiments, their presets and search spaces")
+
+    listing = commands.add_parser("list", formatter_class=_WithDefaults, help="the experiments, their presets and search spaces")
     listing.set_defaults(command=list_experiments)
 
-    runner = commands.add_parser("run", help="run an experiment's sweep")
+    runner = commands.add_parser("run", formatter_class=_WithDefaults, help="run an experiment's sweep")
     runner.set_defaults(command=run_sweep)
     runner.add_argument("experiment", metavar="NAME", help="an experiment of `sweeps list`")
     runner.add_argument("--preset", default="quick", help="quick (minutes on a laptop) or paper (the study's budgets)")
@@ -216,9 +237,11 @@ def parser() -> argparse.ArgumentParser:
                         help="fix a hyperparameter (one value) or sweep it over these values, e.g. --set lr=1e-3,3e-3")
     runner.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                         help="autocast of every trial (the same as --set precision=...); fp16 needs GPUs (default: the experiment's)")
+    runner.add_argument("--logger", action="append", default=[], choices=["tensorboard", "wandb", "mlflow"],
+                        help="also log every epoch to TensorBoard, Weights & Biases or MLflow (repeatable; off by default)")
     runner.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
-    resumer = commands.add_parser("resume", help="continue an interrupted sweep")
+    resumer = commands.add_parser("resume", formatter_class=_WithDefaults, help="continue an interrupted sweep")
     resumer.set_defaults(command=resume_sweep)
     resumer.add_argument("path", help="the sweep's folder")
     resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
@@ -227,27 +250,27 @@ def parser() -> argparse.ArgumentParser:
     resumer.add_argument("--data", help="where the sweep's data is now, if it moved since `sweeps run`")
     resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
-    reporter = commands.add_parser("report", help="figures and report.md of a sweep, from its files")
+    reporter = commands.add_parser("report", formatter_class=_WithDefaults, help="figures and report.md of a sweep, from its files")
     reporter.set_defaults(command=report)
     reporter.add_argument("path", help="the sweep's folder")
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
     reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
 
-    evaluator = commands.add_parser("evaluate", help="a trial checkpoint's metrics on the test (or validation) split")
+    evaluator = commands.add_parser("evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split")
     evaluator.set_defaults(command=evaluate_checkpoint)
     evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
     evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
     evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
     evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
 
-    stat = commands.add_parser("status", help="trials finished, running, stopped early or errored, and the best so far")
+    stat = commands.add_parser("status", formatter_class=_WithDefaults, help="trials finished, running, stopped early or errored, and the best so far")
     stat.set_defaults(command=show_status)
     stat.add_argument("path", help="the sweep's folder or URI")
     stat.add_argument("--watch", type=_seconds, nargs="?", const=30.0, metavar="SECONDS",
                       help="print it again every SECONDS (default 30) until the sweep ends; Ctrl-C leaves")
     stat.add_argument("--json", action="store_true", help="one JSON object per print, on stdout")
 
-    bencher = commands.add_parser("bench", help="overheads of the trainer, Ray Tune and ASHA, threads, memory: ratios measured side by side")
+    bencher = commands.add_parser("bench", formatter_class=_WithDefaults, help="overheads of the trainer, Ray Tune and ASHA, threads, memory: ratios measured side by side")
     bencher.set_defaults(command=bench)
     bencher.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)")
     bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")

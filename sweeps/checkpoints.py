@@ -12,11 +12,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import pyarrow.fs
 import torch
-from ray import tune
-from ray.tune import ExperimentAnalysis
+
+if TYPE_CHECKING:
+    from ray import tune
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.parquet"
@@ -89,6 +92,8 @@ def mend_records(sweep_dir: str) -> None:
     ("does not exist on storage anymore"). The trial's newest checkpoint that its logged results cover takes its
     place (a newer one would leave epochs missing from the results); with none, the folder stays empty and the
     trial starts again (see `restore`)."""
+    from ray.tune import ExperimentAnalysis
+
     analysis = ExperimentAnalysis(sweep_dir)
     for trial in analysis.trials:
         recorded = trial.checkpoint
@@ -106,7 +111,7 @@ def mend_records(sweep_dir: str) -> None:
 def _newest_up_to(checkpoint: tune.Checkpoint, epoch: int) -> tune.Checkpoint | None:
     """The newest readable checkpoint of `checkpoint`'s trial taken at `epoch` or before."""
     for name in sorted(_checkpoint_names(checkpoint), reverse=True):
-        candidate = tune.Checkpoint(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem)
+        candidate = type(checkpoint)(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem)
         try:
             with candidate.as_directory() as folder:
                 if load(folder)[0]["epoch"] <= epoch:
@@ -119,7 +124,7 @@ def _newest_up_to(checkpoint: tune.Checkpoint, epoch: int) -> tune.Checkpoint | 
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The trial's checkpoints older than `checkpoint`, newest first (Ray names them checkpoint_<index>)."""
     names = sorted((name for name in _checkpoint_names(checkpoint) if name < _name(checkpoint)), reverse=True)
-    return [tune.Checkpoint(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem) for name in names]
+    return [type(checkpoint)(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem) for name in names]
 
 
 def _checkpoint_names(checkpoint: tune.Checkpoint) -> list[str]:

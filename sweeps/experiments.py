@@ -97,6 +97,18 @@ class Range:
     high: float = 0
     values: tuple = ()
 
+    def to_tune(self):
+        """Tune's search domain (Ray imported here only: the registry is read without Ray by `sweeps list`)."""
+        from ray import tune
+
+        if self.kind == "int":
+            return tune.randint(self.low, self.high + 1)  # randint excludes its upper bound
+        if self.kind == "log":
+            return tune.loguniform(self.low, self.high)
+        if self.kind == "float":
+            return tune.uniform(self.low, self.high)
+        return tune.choice(list(self.values))
+
     def __str__(self) -> str:
         if self.kind == "choice":
             return "{" + ", ".join(map(str, self.values)) + "}"

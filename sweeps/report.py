@@ -219,7 +219,7 @@ def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame)
 
 def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
     entry = sweep.entry
-    distributions = OptunaSearch.convert_search_space(entry.optuna_space(sweep.grid()))
+    distributions = OptunaSearch.convert_search_space({k: r.to_tune() for k, r in entry.optuna_space(sweep.grid()).items()})
     study = optuna.create_study(direction="minimize" if entry.mode == "min" else "maximize")
     for _, trial in collect.ranked(trials, entry.metric, entry.mode).iterrows():
         params = {name: _plain(trial[f"config/{name}"]) for name in distributions}

@@ -28,7 +28,7 @@ from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
 from sweeps import checkpoints, collect, storage
-from sweeps.experiments import SOURCES, Range
+from sweeps.experiments import SOURCES
 from sweeps.sweep import (
     NAME_PATTERN,
     SWEEP_FILE,
@@ -42,6 +42,8 @@ from sweeps.sweep import (
 )
 from sweeps.trial import ship, train
 
+OPTUNA_FILE = "optuna.journal"  # Optuna sweeps: the study, for optuna-dashboard and optuna.load_study
+
 
 def param_space(sweep: Sweep) -> dict:
     """The trials' configs as Tune's search space: the fixed values, and the grid or Optuna's ranges."""
@@ -54,20 +56,9 @@ def param_space(sweep: Sweep) -> dict:
         **sweep.fixed(),
     }
     if sweep.search == "optuna":
-        return {**space, **{name: _domain(r) for name, r in sweep.entry.optuna_space(sweep.grid()).items()}}
+        return {**space, **{name: r.to_tune() for name, r in sweep.entry.optuna_space(sweep.grid()).items()}}
     # The grid's trials come in trial_order(); the space says which values each swept name takes.
     return {**space, **{k: tune.grid_search(list(v)) for k, v in sweep.swept().items()}}
-
-
-def _domain(r: Range):
-    """An experiment's Range as Tune's search domain."""
-    if r.kind == "int":
-        return tune.randint(r.low, r.high + 1)  # randint excludes its upper bound
-    if r.kind == "log":
-        return tune.loguniform(r.low, r.high)
-    if r.kind == "float":
-        return tune.uniform(r.low, r.high)
-    return tune.choice(list(r.values))
 
 
 def build_datasets(sweep: Sweep) -> dict:
@@ -110,7 +101,8 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
     if sweep.early_stop:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget))
     if sweep.search == "optuna":
-        search_alg, num_samples = OptunaSearch(seed=sweep.seed), sweep.num_samples or len(sweep.configs())
+        search_alg = OptunaSearch(seed=sweep.seed, study_name=os.path.basename(sweep_dir.rstrip("/")), storage=optuna_storage(sweep_dir))
+        num_samples = sweep.num_samples or len(sweep.configs())
     else:
         trials = sweep.trial_order()
         # Tune ignores max_concurrent_trials when given a generator: the generator holds the limit itself.
@@ -134,10 +126,47 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         # The two best checkpoints by the metric, and always the latest (to resume from). Ray snapshots the
         # experiment each time a trial saved num_to_keep checkpoints: 1 would snapshot at every checkpoint.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # result.json feeds collect; no TensorBoard files (see `fit`)
+        # result.json feeds collect; the others only when asked for (TensorBoard's doubled Tune's cost per epoch).
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *logger_callbacks(sweep, sweep_dir)],
         verbose=1,
     )
     return tune.Tuner(trainable(sweep, datasets), param_space=space or param_space(sweep), tune_config=tune_config, run_config=run_config)
+
+
+def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
+    """Ray Tune's own logger callbacks for --logger; Ray pickles them with the Tuner, so resume keeps them.
+    TensorBoard writes events in each trial's folder (`tensorboard --logdir SWEEP`); MLflow a file store in the sweep
+    folder (`mlflow ui --backend-store-uri SWEEP/mlruns`) for a local sweep; W&B its project named after the sweep
+    (WANDB_MODE=offline keeps it on disk)."""
+    name = os.path.basename(sweep_dir.rstrip("/"))
+    callbacks = []
+    for logger in sweep.loggers:
+        if logger == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            callbacks.append(TBXLoggerCallback())
+        elif logger == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            callbacks.append(WandbLoggerCallback(project=name))
+        elif logger == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            uri = None if "://" in sweep_dir else f"file://{storage.join(sweep_dir, 'mlruns')}"
+            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name))
+    return callbacks
+
+
+def optuna_storage(sweep_dir: str):
+    """Optuna's study as a journal file in a local sweep folder, which `optuna-dashboard PATH` shows live and
+    `optuna.load_study` reads; Ray pickles the searcher with it, so a resumed sweep goes on writing the same file.
+    A sweep on S3 or GCS keeps the study in memory (Optuna's journal needs a file system with appends)."""
+    if "://" in sweep_dir:
+        return None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(storage.join(sweep_dir, OPTUNA_FILE)))
 
 
 def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
@@ -148,6 +177,7 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     name = name or f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_PATTERN.match(name):
         raise SweepError(f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path")
+    storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
     datasets = build_datasets(sweep)

@@ -8,6 +8,7 @@ everything that can be known wrong before Ray starts, its record (sweep.json) an
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 from sweeps import hyperparameters, storage
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 
+# --logger NAME: the module Ray Tune's logger callback needs, and the project's extra that installs it.
+LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
 FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
 SEARCHES = ("grid", "optuna")
@@ -58,6 +61,7 @@ class Sweep:
     seed: int = 0
     epochs: int | None = None  # None: the preset's
     overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
+    loggers: list = field(default_factory=list)  # names of LOGGERS, from --logger
 
     @property
     def entry(self) -> Experiment:
@@ -113,6 +117,15 @@ class Sweep:
                 raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
         self._check_numbers()
         self._check_hyperparameters()
+        self._check_loggers()
+
+    def _check_loggers(self) -> None:
+        for name in self.loggers:
+            if name not in LOGGERS:
+                raise SweepError(f"unknown --logger {name!r}: choose among {', '.join(LOGGERS)}")
+            module, extra = LOGGERS[name]
+            if importlib.util.find_spec(module) is None:
+                raise SweepError(f"--logger {name} needs the {module} package: install it with `.venv/bin/pip install -e '.[{extra}]'`")
 
     def _check_numbers(self) -> None:
         checks = [
@@ -194,6 +207,8 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
             words += [option, str(value)]
     if not sweep.early_stop:
         words.append("--no-early-stop")
+    for name in sweep.loggers:
+        words += ["--logger", name]
     for name, values in sweep.overrides.items():
         words += ["--set", f"{name}={','.join(map(str, values))}"]
     return shlex.join(words)

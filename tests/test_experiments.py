@@ -1,13 +1,17 @@
 """The registry and the checks a sweep goes through before Ray starts (no Ray cluster is started here)."""
 
+import json
 import math
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from ray import tune
 
+from sweeps import storage
 from sweeps.__main__ import main
 from sweeps.experiments import EXPERIMENTS
 from sweeps.run import build_datasets, claim, param_space, prepare
@@ -204,3 +208,81 @@ def test_more_gpus_per_trial_than_the_machine_has(tmp_path):
     assert re.fullmatch(r"sweeps: error: each trial asks for 64 GPUs but this machine has \d+: "
                         r"lower --gpus-per-trial, or run on a cluster with --address", done.stderr.strip().splitlines()[-1])
     assert not any(tmp_path.iterdir())
+
+
+def test_of_two_runs_given_one_name_at_once_exactly_one_claims_the_folder(tmp_path):
+    first, second = Sweep("synthetic"), Sweep("synthetic", seed=1)
+    folders = [prepare(sweep, str(tmp_path), "same")[0] for sweep in (first, second)]  # both checked before either claims
+    claim(first, folders[0])
+    with pytest.raises(SweepError, match="already holds a sweep"):
+        claim(second, folders[1])
+    assert json.loads((tmp_path / "same" / "sweep.json").read_text())["sweep"]["seed"] == 0
+
+
+def _create_once(path, barrier):
+    barrier.wait()
+    try:
+        storage.create(path, b"mine")
+        return True
+    except FileExistsError:
+        return False
+
+
+def test_the_claim_is_exclusive_between_processes(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(6)
+        with context.Pool(6) as pool:
+            won = pool.starmap(_create_once, [(str(tmp_path / "sweep.json"), barrier)] * 6)
+    assert sorted(won) == [False] * 5 + [True]
+
+
+def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "trials.parquet").write_bytes(b"someone else's table")
+    assert main(["run", "synthetic", "--storage", str(tmp_path), "--name", "mine"]) == 2
+    assert "exists and is not a sweep folder: choose another --name" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["trials.parquet"] and (folder / "trials.parquet").read_bytes() == b"someone else's table"
+
+
+def _cli(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        ([], {"RAY_ADDRESS": "127.0.0.1:1"}, "no Ray cluster answers at 127.0.0.1:1 (RAY_ADDRESS in the environment"),
+        (["--address", "127.0.0.1:notaport"], {}, "--address 127.0.0.1:notaport is not a Ray address"),
+        (["--storage", "nosuchscheme://bucket/x"], {}, "cannot use nosuchscheme://bucket/x as storage"),
+        (["--cpus-per-trial", "inf"], {}, "--cpus-per-trial must be positive and finite"),
+        (["--cpus-per-trial", "512"], {}, "each trial asks for 512 CPUs but this machine has"),
+        (["--seed", str(2**40)], {}, "--seed must be 0 to 2**32 - 1"),
+        (["--precision", "fp16"], {}, "precision fp16 runs on CUDA GPUs only"),
+    ],
+    ids=["stale-RAY_ADDRESS", "port", "scheme", "inf-cpus", "too-many-cpus", "seed", "fp16-on-cpu"],
+)
+def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(tmp_path, args, env, message):
+    storage_args = [] if "--storage" in args else ["--storage", tmp_path / "results"]
+    started = time.monotonic()
+    done = _cli("run", "synthetic", *storage_args, *args, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and done.stderr.startswith("sweeps: error:") and done.stderr.count("\n") == 1
+    assert time.monotonic() - started < 30  # Ray's own retries on a dead address take minutes
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b'{"sweep": {"experiment": "synthetic", "colour": "blue"}}',
+                                    b'{"sweep": {"experiment": "gone"}}'], ids=["not-json", "unknown-field", "gone-experiment"])
+@pytest.mark.parametrize("command", ["resume", "report", "status"])
+def test_a_damaged_sweep_record_is_named(tmp_path, capsys, command, damage):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sweep.json").write_bytes(damage)
+    assert main([command, str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sweeps: error: {folder / 'sweep.json'}") and "\n" not in err

@@ -2,6 +2,7 @@
 the driver, a node removed from a cluster, a truncated checkpoint, a diverging trial, a full disk) and checks that
 the sweep goes on and that nothing finished is lost or run again."""
 
+import json
 import re
 import shutil
 import signal

@@ -1,15 +1,19 @@
 """Real sweeps on a real local Ray, at tiny scale."""
 
+import importlib.util
 import json
 import re
 import shutil
 import warnings
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import ray
 import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from lstm_ae.data import synthetic
 from sweeps import checkpoints, evaluate
@@ -152,6 +156,11 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
         configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
     assert configs[0] == configs[1]
     assert all(10 <= h < 50 and 1e-4 <= lr <= 1e-2 for lr, h, _ in configs[0])
+    # Optuna's study is in the sweep folder, for optuna-dashboard and optuna.load_study.
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "a" / "optuna.journal")))
+    study = optuna.load_study(study_name="a", storage=journal)
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert sorted([t.params["lr"], t.params["hidden_size"]] for t in study.trials) == sorted([lr, h] for lr, h, _ in configs[0])
     assert "(figures/importances.png)" in Path(write_report(str(tmp_path / "a"))).read_text()
 
     # A sweep whose trials have no checkpoint left still gets a report: the table, and why there is no more.
@@ -159,3 +168,33 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
         shutil.rmtree(folder)
     text = Path(write_report(str(tmp_path / "b"))).read_text()
     assert "No trial has a usable result with a readable checkpoint yet" in text and "## All trials (4, best first)" in text
+
+
+def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--name", "tb", "--epochs", "2", "--no-report", "--logger", "tensorboard",
+                      "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "tb" / "trials.parquet")
+    events = sorted((tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert len(events) == 2  # one file per trial, in its folder
+    for path in events:
+        accumulator = EventAccumulator(str(path.parent))
+        accumulator.Reload()
+        tags = accumulator.Tags()["scalars"]
+        assert "ray/tune/val_mse" in tags and "ray/tune/best_val_mse" in tags
+        values = [e.value for e in accumulator.Scalars("ray/tune/val_mse")]
+        trial = trials[trials.path.map(lambda p: Path(p).name) == path.parent.name].iloc[0]
+        assert len(values) == 2 and min(values) == pytest.approx(trial.best_val_mse, rel=1e-6)
+    assert "--logger tensorboard" in json.loads((tmp_path / "tb" / "sweep.json").read_text())["command"]
+
+
+@pytest.mark.parametrize("logger", ["wandb", "mlflow"])
+def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, logger):
+    if importlib.util.find_spec(logger) is not None:
+        pytest.skip(f"{logger} is installed")
+    done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--logger", logger)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"--logger {logger} needs the {logger} package: install it with `.venv/bin/pip install -e '.[{logger}]'`" in done.stderr
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,267 @@
+"""What every measure shares: the budgets, the row and its table, timing side by side, Ray and its sweeps, the files."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lstm_ae.data import Splits
+
+RESULTS_FILE = "bench.parquet"
+MACHINE_FILE = "machine.json"
+RAY_LOG = "ray.log"
+
+Target = tuple[str, float]  # ("<=", 1.05): the value must be at most 1.05
+
+
+@dataclass(frozen=True)
+class Budget:
+    repeats: int  # trainer overhead: timed epochs of each kind per shape
+    sizes: dict  # trainer overhead: shape -> (train, validation) sequences
+    thread_sizes: tuple  # threads: synthetic (train, validation) sequences
+    thread_epochs: int  # threads: epochs per run
+    thread_repeats: int
+    trial_preset: str  # trial overhead: the synthetic preset whose data the trial uses
+    trial_epochs: int
+    trial_repeats: int  # trials of each checkpoint frequency; fit alone runs this many times before and after
+    bare_passes: int  # parallel efficiency: each config's fit alone, before (and after) the sweep
+    paper_epochs: int  # parallel efficiency: the grid again on the study's 10,000 signals (0: not run)
+    asha_epochs: int  # ASHA: the grid with and without ASHA
+    pixel_repeats: int  # pixel: timed training steps of each kind, after one to warm up
+    pack_steps: int  # GPU packing: timed steps per packed trial
+
+
+QUICK = Budget(
+    repeats=5,
+    sizes={"synthetic": (400, 100), "mnist-rows": (400, 100), "snp500-predict": (400, 100)},
+    thread_sizes=(200, 50),  # 2 threads on a busy machine can be many times slower: keep the work small
+    thread_epochs=1,
+    thread_repeats=2,
+    trial_preset="quick",
+    trial_epochs=4,
+    trial_repeats=2,
+    bare_passes=1,
+    paper_epochs=0,
+    asha_epochs=4,  # the least that lets ASHA (grace 3) stop anything: too few for its target, which needs the full run
+    pixel_repeats=3,  # a pixel step takes about half a second on one busy core: 5 kinds x 4 steps stay under 15 s
+    pack_steps=5,
+)
+FULL = Budget(
+    repeats=5,
+    # The study's synthetic and S&P sizes; a fifth of MNIST's 50,000/10,000, to keep its 12 timed epochs short.
+    sizes={"synthetic": (6000, 2000), "mnist-rows": (10000, 2000), "snp500-predict": (5400, 1800)},
+    thread_sizes=(1000, 200),
+    thread_epochs=2,
+    thread_repeats=3,
+    trial_preset="paper",
+    trial_epochs=5,
+    trial_repeats=3,
+    bare_passes=2,
+    paper_epochs=10,  # trials of about 5 s
+    asha_epochs=100,  # ASHA's rungs at 3, 12 and 48 epochs: curves have separated by then
+    pixel_repeats=9,
+    pack_steps=20,
+)
+
+
+@dataclass
+class Row:
+    measure: str  # the name of the measure that gave it
+    quantity: str  # what the value is
+    value: float
+    target: str = ""  # "<= 1.05", ">= 0.9" or "" (reported only)
+    holds: bool | None = None
+    detail: str = ""
+
+
+def row(measure: str, quantity: str, value: float, target: Target | None = None, detail: str = "") -> Row:
+    if target is None:
+        return Row(measure, quantity, float(value), detail=detail)
+    op, bound = target
+    holds = None if not math.isfinite(value) else bool(value <= bound if op == "<=" else value >= bound)
+    return Row(measure, quantity, float(value), f"{op} {bound:g}", holds, detail)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What a measure is given: the budget, the output folder, the machine, and its own name and targets."""
+
+    budget: Budget
+    out: Path
+    cores: int
+    device: str = "cpu"
+    ray_start_s: float = math.nan  # NaN until Ray has started
+    measure: str = ""
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def row(self, quantity: str, value: float, target: str | None = None, detail: str = "") -> Row:
+        """A row of this measure; `target` names one of its targets in the registry (None: reported only)."""
+        return row(self.measure, quantity, value, self.targets[target] if target else None, detail)
+
+
+def interleaved(jobs: dict[str, Callable[[], float]], rounds: int, warmup: int = 0) -> dict[str, list[float]]:
+    """Each job's seconds, one run of each per round, the order reversed every other round: jobs compared share the
+    machine's load as closely as they can. The first `warmup` rounds (first-call costs) are not counted."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for i in range(warmup + rounds):
+        names = list(jobs) if (i - warmup) % 2 == 0 else list(jobs)[::-1]
+        for name in names:
+            elapsed = jobs[name]()
+            if i >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+# --- Ray and the runner's own sweeps ---------------------------------------------------------------------------
+
+
+def start_ray(cores: int, out: Path) -> float:
+    """A fresh local Ray (address="local": never one another program started on this machine); seconds taken."""
+    import ray
+
+    start = time.perf_counter()
+    with quiet(out / RAY_LOG):
+        ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def quiet(log: Path):
+    """Ray's and Tune's output (Python's and the C++ core's alike) into a log file, not between the bench's lines."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+@dataclass
+class SweepResult:
+    folder: str
+    datasets: dict
+    trials: pd.DataFrame
+    metrics: pd.DataFrame
+    wall_s: float  # run.fit: Tuner.fit, then the Parquet tables
+    started: float  # time.time() when run.fit began
+
+
+def run_sweep(sweep, out: Path, name: str, watch=None, space: dict | None = None) -> SweepResult:
+    """A sweep through the project's runner (as `sweeps run` does), timing `run.fit`: Tuner.fit, then the tables."""
+    from sweeps import collect, run, storage
+
+    folder, datasets = run.prepare(sweep, str(out / "sweeps"), name)
+    run.claim(sweep, folder)
+    with quiet(out / RAY_LOG), watch or contextlib.nullcontext():
+        tuner = run.make_tuner(sweep, datasets, folder, space)  # puts the data in the object store
+        started, start = time.time(), time.perf_counter()
+        run.fit(tuner, folder)
+        wall = time.perf_counter() - start
+    tables = (collect.TRIALS_FILE, collect.METRICS_FILE)
+    trials, metrics = (storage.read_parquet(storage.join(folder, table)) for table in tables)
+    return SweepResult(folder, datasets, trials, metrics, wall, started)
+
+
+def worker_starts(result: SweepResult, log: Path) -> list[float]:
+    """Seconds from the start of the sweep until each of its trial workers was up: a new process, which imports
+    ray.tune, torch and the trial's code before its actor's __init__ ends (Ray's task timeline)."""
+    import ray
+
+    with quiet(log):  # Ray warns that the timeline will come from the dashboard in a later version
+        events = ray.timeline()
+    inits = [e for e in events if e.get("cat", "").endswith(".__init__") and e["ts"] / 1e6 >= result.started]
+    ends = {}
+    for event in sorted(inits, key=lambda e: e["ts"]):  # the first actor of each worker process (Tune reuses them)
+        ends.setdefault(event["tid"], (event["ts"] + event["dur"]) / 1e6 - result.started)
+    return sorted(ends.values())
+
+
+def fit_alone(sweep, splits: Splits, config: dict) -> list[float]:
+    """What a trial does (build the model from its config, fit), in the driver without Ray; seconds per epoch."""
+    from sweeps.trial import start_fit
+
+    start = time.perf_counter()
+    config = {"experiment": sweep.experiment, "seed": sweep.seed, "epochs": sweep.budget, **config}
+    run, _ = start_fit(config, splits, device="cpu")
+    epochs = []
+    for metrics in run:
+        epochs.append(time.perf_counter() - start - sum(epochs))
+        if not math.isfinite(metrics["train_loss"]):  # the trial stops there too
+            break
+    return epochs
+
+
+# --- the machine, the table, the files ---------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import psutil
+    import ray
+
+    models = (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name"))
+    return {
+        "cpu": next(models, platform.processor()),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "logical_cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "platform": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("measure", "quantity", "value", "target", "holds", "detail")
+    verdict = {True: "yes", False: "NO", None: "-"}
+    lines = [(r.measure, r.quantity, f"{r.value:.3f}", r.target or "-", verdict[r.holds], r.detail) for r in rows]
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(5)]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)) + "  " + line[5] for line in [header, *lines])
+
+
+def write(rows: list[Row], machine: dict, out: Path) -> None:
+    from sweeps import storage
+
+    frame = pd.DataFrame([vars(r) for r in rows], columns=list(Row.__dataclass_fields__))
+    frame["holds"] = frame["holds"].astype("boolean")  # None where there is no target
+    storage.write_parquet(str(out / RESULTS_FILE), frame)
+    storage.write_json(str(out / MACHINE_FILE), machine)
+
+
+def check_out(out: Path) -> None:
+    """Before anything is measured: a folder that cannot be written is bad input, not a failure ten minutes in."""
+    from sweeps import storage
+    from sweeps.sweep import SweepError
+
+    try:
+        storage.check_writable(str(out))
+    except OSError as error:
+        raise SweepError(f"cannot write to --out {out} ({error.strerror or error}): choose a writable folder") from None
