@@ -105,6 +105,23 @@ def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id:
     return figure
 
 
+def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> plt.Figure:
+    """Each configuration's best value over its seeds: one point per seed, the mean with one standard deviation.
+    `summary`: configurations ranked best first, with `label` (its values), `mean`, `std` and `members` (trial ids)."""
+    figure, ax = _subplots(figsize=(SIZE[0], min(SIZE[1], 0.5 * len(summary) + 1.5) if len(summary) < 6 else 0.35 * len(summary) + 1))
+    score = trials.set_index("trial_id")[f"best_{metric}"]
+    for row, config in enumerate(summary.itertuples()):
+        ax.plot(score[list(config.members)], [row] * len(config.members), marker="o", linestyle="none", color="0.55", markersize=4)
+        ax.errorbar(config.mean, row, xerr=config.std, marker="D", color="black", capsize=3, markersize=5)
+    ax.set_yticks(range(len(summary)), summary.label)
+    ax.set_ylim(len(summary) - 0.5, -0.5)  # the best on top, half a row of room around each
+    ax.plot([], [], marker="o", linestyle="none", color="0.55", label="one seed")
+    ax.errorbar([], [], xerr=[], marker="D", color="black", capsize=3, label="mean ± 1 std over seeds")
+    ax.set(title=f"best {metric} of each configuration over its seeds", xlabel=f"best {metric}")
+    ax.legend()
+    return figure
+
+
 def importances(values: dict) -> plt.Figure:
     figure, ax = _subplots(figsize=SIZE)
     names = list(values)[::-1]

@@ -211,10 +211,35 @@ def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame)
     for name in sweep.grid():
         shown.append(ctx.save(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
                               f"Best {metric} of each trial against {name}."))
+    if len(seeds := _over_seeds(sweep, trials)):
+        shown.append(ctx.save(figures.seed_spread(seeds, trials, metric), "seeds",
+                              f"Best {metric} of each configuration over its {sweep.num_samples} seeds, ranked on the mean."))
+        ctx.tables.append(_seeds_table(seeds, metric, sweep.num_samples))
     if sweep.search == "optuna" and (values := _importances(sweep, trials)):
         shown.append(ctx.save(figures.importances(values), "importances",
                               "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values."))
     return shown
+
+
+def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
+    """A grid repeated over seeds (--num-samples): each configuration's mean and standard deviation of its trials'
+    best values, best mean first; empty otherwise. Diverged and errored trials are left out, as from the ranking."""
+    if sweep.search != "grid" or not sweep.num_samples or sweep.num_samples < 2 or trials.empty:
+        return pd.DataFrame()
+    names = [f"config/{name}" for name in sweep.grid()]
+    usable = collect.ranked(trials, sweep.entry.metric, sweep.entry.mode)
+    grouped = usable.groupby(names, dropna=False) if names else usable.groupby(lambda _: "all")
+    summary = grouped.agg(mean=(f"best_{sweep.entry.metric}", "mean"), std=(f"best_{sweep.entry.metric}", "std"),
+                          seeds=("trial_id", "size"), members=("trial_id", tuple)).reset_index()
+    summary["label"] = [", ".join(f"{n.removeprefix('config/')}={_plain(row[n])}" for n in names) or "all" for _, row in summary.iterrows()]
+    return summary.sort_values("mean", ascending=sweep.entry.mode == "min", ignore_index=True)
+
+
+def _seeds_table(summary: pd.DataFrame, metric: str, seeds: int) -> str:
+    lines = [f"## Configurations over {seeds} seeds (best mean first)", "",
+             f"| configuration | seeds | mean best {metric} | std |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c.label} | {c.seeds} | {_fmt(c.mean)} | {_fmt(c.std)} |" for c in summary.itertuples()]
+    return "\n".join(lines)
 
 
 def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
@@ -232,7 +257,7 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
 def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
     metric = sweep.entry.metric
     ordered = trials.sort_values(f"best_{metric}", ascending=sweep.entry.mode == "min", na_position="last")
-    names = list(sweep.grid())
+    names = list(sweep.swept())  # the grid, and the seed of each repeat (--num-samples)
     header = ["trial", *names, f"best {metric}", f"last {metric}", "epochs", "stopped early", "status", "wall time (s)"]
     lines = [f"## All trials ({'top ' + str(top) + ' of ' if len(trials) > top else ''}{len(trials)}, best first)", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]

@@ -198,3 +198,19 @@ def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, logger):
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert f"--logger {logger} needs the {logger} package: install it with `.venv/bin/pip install -e '.[{logger}]'`" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, tmp_path):
+    sweep = Sweep("synthetic", num_samples=3, seed=5, epochs=2, early_stop=False,
+                  overrides={"hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]})
+    sweep_dir = run(sweep, str(tmp_path), "seeds")
+    trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
+    assert sorted(trials["config/seed"]) == [5, 5, 6, 6, 7, 7]  # every trial's seed is in the table
+    report = Path(write_report(sweep_dir)).read_text()
+    rows = re.findall(r"^\| lr=([\d.e-]+) \| 3 \| ([\d.e-]+) \| ([\d.e-]+) \|$", report, re.M)
+    means = trials.groupby("config/lr").best_val_mse.mean()
+    stds = trials.groupby("config/lr").best_val_mse.std()
+    assert [float(lr) for lr, _, _ in rows] == sorted(means.index, key=lambda lr: means[lr])  # best mean first
+    for lr, mean, std in rows:
+        assert float(mean) == pytest.approx(means[float(lr)], rel=1e-5) and float(std) == pytest.approx(stds[float(lr)], rel=1e-5)
+    assert "(figures/seeds.png)" in report

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from statistics import median
 
-from sweeps.bench.harness import RAY_LOG, Bench, Row, fit_alone, run_sweep
+from sweeps.bench.harness import Bench, Row, fit_alone, run_sweep
 from sweeps.bench.yardstick import CLIP, LR
 
 ONE_CONFIG = {"batch_size": [32], "lr": [LR], "grad_clip": [CLIP], "hidden_size": [40]}  # one synthetic trial

@@ -1,0 +1,126 @@
+"""Pixel: seconds per training step of pixel-by-pixel MNIST (784 steps of 1 pixel) as `mnist-pixels-classify` builds
+its model (the recipe: layer-normalised encoder cell, chrono gate biases, orthogonal recurrent weights), at the
+showcase's shape (hidden 64, batch 64), on random images and labels.
+
+Rows: bf16 over fp32 (fp16 too on a GPU) for the recipe model and for the plain nn.LSTM encoder; the recipe cell over
+nn.LSTM; on the CPU, 2 threads over 1; and one trial's epoch on 50,000 images projected from the median step. Every
+kind is stepped once per round, in turns, so that the ratios compare steps taken under the same load."""
+
+from __future__ import annotations
+
+import math
+import time
+from statistics import median
+
+import torch
+
+from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import autocast, check_precision, losses
+from sweeps.bench.harness import Bench, Row, interleaved
+from sweeps.experiments import PIXEL_RECIPE
+
+HIDDEN, BATCH, STEPS, TRAIN_IMAGES = 64, 64, 784, 50_000
+CELLS = {"recipe": PIXEL_RECIPE["encoder_cell"], "plain": "lstm"}  # "layernorm", nn.LSTM
+NAMES = {"recipe": "recipe model (layernorm cell)", "plain": "plain nn.LSTM encoder"}
+
+
+class Stepper:
+    """One model, its Adam and a batch of random data; each call is one training step as the trainer takes it
+    (autocast forward and loss, backward, clip at 1, Adam), in seconds. The cosine schedule's per-step update is
+    left out: a few float operations next to 784 recurrent steps."""
+
+    def __init__(self, cell: str, precision: str, device: str, threads: int = 1, seed: int = 0):
+        self.device, self.precision, self.threads = torch.device(device), precision, threads
+        torch.manual_seed(seed)
+        recipe = {"gate_bias": PIXEL_RECIPE["gate_bias"], "recurrent_init": PIXEL_RECIPE["recurrent_init"]}
+        model = LSTMAutoencoder(1, HIDDEN, num_classes=10, encoder_cell=cell, steps=STEPS, **recipe)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        # As the trainer does: only fp16 needs its gradients scaled (bf16 has fp32's range).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.x = torch.rand(BATCH, STEPS, 1, device=self.device)
+        self.y = torch.randint(0, 10, (BATCH,), device=self.device)
+
+    def __call__(self) -> float:
+        torch.set_num_threads(self.threads)
+        try:
+            start = time.perf_counter()
+            self.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # kernels run asynchronously: wait for the step's last one
+            return time.perf_counter() - start
+        finally:
+            torch.set_num_threads(1)  # the bench's own setting, as a trial of 1 CPU runs
+
+    def step(self) -> None:
+        with autocast(self.precision, self.device):
+            loss = losses(self.model(self.x), self.x, self.y, 0.5)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def precisions(device: str) -> list[str]:
+    """fp32 and bf16, and fp16 on a GPU; those the device cannot run (bf16 on older GPUs) left out."""
+    wanted = ("fp32", "bf16", "fp16") if device == "cuda" else ("fp32", "bf16")
+    return [p for p in wanted if _runs(p, device)]
+
+
+def _runs(precision: str, device: str) -> bool:
+    try:
+        check_precision(precision, torch.device(device))
+    except ValueError:
+        return False
+    return True
+
+
+def projected_precision(device: str) -> str:
+    """The showcase trains in bf16; fp32 where the device has no bf16."""
+    return "bf16" if "bf16" in precisions(device) else "fp32"
+
+
+def run(bench: Bench) -> list[Row]:
+    device, repeats = bench.device, bench.budget.pixel_repeats
+    jobs = {f"{kind} {p}": Stepper(CELLS[kind], p, device) for kind in CELLS for p in precisions(device)}
+    if device == "cpu":
+        jobs["recipe bf16 2 threads"] = Stepper(CELLS["recipe"], "bf16", device, threads=2)
+    times = interleaved(jobs, repeats, warmup=1)  # the warm-up round pays first-call costs (oneDNN, autocast, Adam)
+    rows = [_ratio(bench, times, f"{kind} {p}", f"{kind} fp32", f"{p} vs fp32, {NAMES[kind]}") for kind in CELLS for p in precisions(device)[1:]]
+    low = projected_precision(device)
+    rows.append(_ratio(bench, times, f"recipe {low}", f"plain {low}", f"recipe cell vs nn.LSTM, {low}"))
+    if device == "cpu":
+        rows.append(_ratio(bench, times, "recipe bf16", "recipe bf16 2 threads", "2 threads vs 1, recipe model in bf16 (speed-up)"))
+    rows.append(_epoch(bench, times, low))
+    return rows
+
+
+def _ratio(bench: Bench, times: dict, top: str, bottom: str, quantity: str) -> Row:
+    """The median of each round's ratio of step times: a round's steps ran one after the other, under the same load."""
+    ratios = [a / b for a, b in zip(times[top], times[bottom])]
+    detail = (
+        f"{median(times[top]) * 1e3:.0f} ms vs {median(times[bottom]) * 1e3:.0f} ms per step ({top} vs {bottom}; "
+        f"hidden {HIDDEN}, batch {BATCH}, {STEPS} steps, {_where(bench)}); median of {len(ratios)} rounds' ratios, "
+        f"which span {min(ratios):.2f}..{max(ratios):.2f}"
+    )
+    return bench.row(f"{quantity} (seconds per step)" if "speed-up" not in quantity else quantity, median(ratios), detail=detail)
+
+
+def _epoch(bench: Bench, times: dict, precision: str) -> Row:
+    """One trial's epoch, projected: the steps of an epoch times the median step. Training steps only: the epoch's
+    validation pass (10,000 images, forward only) and the batches' indexing come on top."""
+    steps = math.ceil(TRAIN_IMAGES / BATCH)
+    step_s = median(times[f"recipe {precision}"])
+    others = ", ".join(f"{name} {steps * median(t):.0f} s" for name, t in times.items() if name != f"recipe {precision}")
+    detail = (
+        f"{steps} steps of batch {BATCH} x {step_s * 1e3:.0f} ms (median of {len(times[f'recipe {precision}'])}), "
+        f"recipe model in {precision}, {_where(bench)}; the same for {others}; training steps only, no validation pass"
+    )
+    target = "cpu epoch" if bench.device == "cpu" else "cuda epoch"
+    return bench.row(f"projected epoch of one trial on {TRAIN_IMAGES:,} images (s)", steps * step_s, target, detail)
+
+
+def _where(bench: Bench) -> str:
+    return "1 thread" if bench.device == "cpu" else torch.cuda.get_device_name(0)
