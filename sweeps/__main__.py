@@ -104,7 +104,7 @@ def report(args) -> None:
     from sweeps.report import write_report
 
     sweep_dir = storage.absolute(args.path)
-    print(f"report: {write_report(sweep_dir, args.top, args.data)}")
+    print(f"report: {write_report(sweep_dir, args.top, args.data, args.format)}")
 
 
 def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
@@ -255,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
     reporter.add_argument("path", help="the sweep's folder")
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
     reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
+    reporter.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="the figures' file format")
 
     evaluator = commands.add_parser("evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split")
     evaluator.set_defaults(command=evaluate_checkpoint)

@@ -33,12 +33,20 @@ def _subplots(*args, **kwargs):
     return plt.subplots(*args, layout="constrained", **kwargs)  # no overlapping titles and labels
 
 
+FORMATS = ("png", "pdf", "svg")
+
+
 def save(figure: plt.Figure, path: str | Path) -> Path:
-    """PNG with a 256-colour palette: a few tens of KB per figure, no visible loss for line art.
+    """In the format of `path`'s suffix (FORMATS). PNG with a 256-colour palette: a few tens of KB per figure, no
+    visible loss for line art; PDF and SVG as vectors, for papers.
     Written whole or not at all (a full disk leaves the previous figure, not half a new one)."""
     drawn, png = io.BytesIO(), io.BytesIO()
-    figure.savefig(drawn, format="png", dpi=DPI, bbox_inches="tight")
+    kind = Path(path).suffix.lstrip(".")
+    figure.savefig(drawn, format=kind, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
+    if kind != "png":
+        storage.write_bytes(str(path), drawn.getvalue())
+        return Path(path)
     drawn.seek(0)
     Image.open(drawn).convert("RGB").quantize(colors=256).save(png, format="png", optimize=True)
     storage.write_bytes(str(path), png.getvalue())
@@ -63,8 +71,9 @@ def _marker(epochs: pd.Series, marker: str = "o") -> str | None:
     return marker if epochs.nunique() <= FEW_EPOCHS else None
 
 
-def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str) -> plt.Figure:
-    """Every trial's validation metric per epoch; the best in bold; trials ASHA stopped marked where they stopped."""
+def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str, best_label: str) -> plt.Figure:
+    """Every trial's validation metric per epoch; the best in bold, named by `best_label` (its hyperparameter values);
+    trials ASHA stopped marked where they stopped."""
     figure, ax = _subplots(figsize=SIZE)
     stopped = set(trials.loc[trials.stopped_early, "trial_id"])
     for trial_id, curve in metrics.groupby("trial_id"):
@@ -74,7 +83,7 @@ def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, 
         if trial_id in stopped:
             ax.plot(curve.epoch.iloc[-1], curve[metric].iloc[-1], marker="x", color="0.3", linestyle="none")
     best = metrics[metrics.trial_id == best_id]
-    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, marker=_marker(metrics.epoch), label=f"best trial ({best_id})")
+    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, marker=_marker(metrics.epoch), label=f"best trial: {best_label}")
     ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
     if stopped:
         ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early by ASHA")
@@ -150,8 +159,9 @@ PART_LABELS = {"loss": "loss (weighted sum of the parts)", "mse": "reconstructio
                "pred_mse": "next-step prediction MSE", "accuracy": "accuracy (fraction correct)"}
 
 
-def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.Figure:
-    """Train (solid) and validation (dashed) curves of the best trial, one panel per loss part or metric."""
+def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance: float | None = None) -> plt.Figure:
+    """Train (solid) and validation (dashed) curves of the best trial, one panel per loss part or metric; `chance`:
+    the accuracy of guessing, drawn on accuracy panels."""
     figure, axes = _subplots(1, len(parts), figsize=SIZE, squeeze=False)
     for ax, part in zip(axes[0], parts):
         for split, style in (("train", "-"), ("val", "--")):
@@ -161,6 +171,8 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str) -> plt.
                 ax.plot(history.epoch, history[column], linestyle=style, color="black", marker=marker, markersize=4, label=split)
         if "accuracy" not in part:
             _log_if_positive(ax, history[[c for c in (f"train_{part}", f"val_{part}") if c in history]].values.ravel())
+        elif chance is not None:
+            ax.axhline(chance, color="0.5", linestyle=":", linewidth=1, label=f"chance ({chance:.0%})")
         ax.set(title=part, xlabel="epoch", ylabel=PART_LABELS.get(part, part))
         _epoch_axis(ax, history.epoch)
         ax.legend()

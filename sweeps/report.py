@@ -41,6 +41,7 @@ class Context:
     splits: Splits
     folder: Path  # figures/
     tables: list  # markdown sections the figures add (e.g. the forecast errors)
+    format: str = "png"  # of the figures: figures.FORMATS
 
     @property
     def model(self) -> LSTMAutoencoder:
@@ -51,8 +52,8 @@ class Context:
         return self.trained.epoch
 
     def save(self, figure, name: str, caption: str) -> tuple[str, str]:
-        figures.save(figure, self.folder / f"{name}.png")
-        return f"{FIGURES}/{name}.png", caption
+        figures.save(figure, self.folder / f"{name}.{self.format}")
+        return f"{FIGURES}/{name}.{self.format}", caption
 
     def pick(self, n: int, count: int | None = None) -> torch.Tensor:
         """n distinct indices below `count` (default: the test sequences), drawn at random but seeded:
@@ -89,8 +90,8 @@ def _best_readable(choices: pd.DataFrame, entry) -> tuple[pd.Series | None, eval
     return None, None
 
 
-def write_report(sweep_dir: str, top: int = 10, data: str | None = None) -> str:
-    """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster)."""
+def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format: str = "png") -> str:
+    """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster); `format`: the figures'."""
     sweep = load_sweep(sweep_dir)
     if data:
         sweep.data = storage.absolute(data)
@@ -110,6 +111,7 @@ def write_report(sweep_dir: str, top: int = 10, data: str | None = None) -> str:
         sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, has no readable checkpoint (stopped before its first, "
                         f"or damaged): the report evaluates the best trial that has one.")
     ctx = _context(sweep, best, trained, metrics, folder)
+    ctx.format = format
     test = evaluate.metrics(ctx.trained, ctx.splits, "test")
     sections += [_best_section(ctx, test), *_edge_warnings(sweep, trials, best)]
     shown = _standard_figures(ctx, trials, metrics)
@@ -206,8 +208,10 @@ def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[
 def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame) -> list:
     sweep, best = ctx.sweep, ctx.best
     metric = sweep.entry.metric
-    shown = [ctx.save(figures.validation_curves(metrics, trials, metric, best.trial_id), "curves",
-                      f"{metric} per epoch for every trial; the best in bold, x where ASHA stopped a trial.")]
+    label = _label(ctx)
+    stopped = ", x where ASHA stopped a trial" if trials.stopped_early.any() else ""
+    shown = [ctx.save(figures.validation_curves(metrics, trials, metric, best.trial_id, label), "curves",
+                      f"{metric} per epoch for every trial; the best in bold{stopped}.")]
     for name in sweep.grid():
         shown.append(ctx.save(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
                               f"Best {metric} of each trial against {name}."))
@@ -219,6 +223,15 @@ def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame)
         shown.append(ctx.save(figures.importances(values), "importances",
                               "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values."))
     return shown
+
+
+def _swept_values(sweep: Sweep, trial: pd.Series) -> dict:
+    return {name: _plain(trial[f"config/{name}"]) for name in sweep.swept() if f"config/{name}" in trial}
+
+
+def _label(ctx: Context) -> str:
+    """The best trial named by its hyperparameter values (its id where nothing was swept)."""
+    return ", ".join(f"{k}={v}" for k, v in _swept_values(ctx.sweep, ctx.best).items()) or ctx.best.trial_id
 
 
 def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
@@ -295,12 +308,13 @@ def signals(ctx: Context) -> list:
 def loss_parts(ctx: Context) -> list:
     parts = [p for p in ("loss", "mse", "ce", "pred_mse") if f"val_{p}" in ctx.history]
     parts = parts if len(parts) > 2 else ["mse"]  # without a head, the loss is the MSE: one panel
-    figure = figures.learning_curves(ctx.history, parts, f"best trial ({ctx.best.trial_id}): losses per epoch, train (solid) and validation (dashed)")
+    figure = figures.learning_curves(ctx.history, parts, f"best trial ({_label(ctx)}): losses per epoch, train (solid) and validation (dashed)")
     return [ctx.save(figure, "losses", "Loss per epoch of the best trial, train and validation" + (" (total and each part)." if len(parts) > 1 else "."))]
 
 
 def accuracy(ctx: Context) -> list:
-    figure = figures.learning_curves(ctx.history, ["accuracy"], f"best trial ({ctx.best.trial_id}): accuracy per epoch")
+    chance = 1 / ctx.model.config.num_classes
+    figure = figures.learning_curves(ctx.history, ["accuracy"], f"best trial ({_label(ctx)}): accuracy per epoch", chance)
     return [ctx.save(figure, "accuracy", "Classification accuracy per epoch of the best trial, train and validation.")]
 
 
