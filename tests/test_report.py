@@ -77,7 +77,7 @@ def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, draw",
     [
-        ("curves", lambda: figures.validation_curves(hand_built_metrics(), hand_built_trials(), "val_mse", "b")),
+        ("curves", lambda: figures.validation_curves(hand_built_metrics(), hand_built_trials(), "val_mse", "b", "lr=0.01")),
         ("effect", lambda: figures.hyperparameter_effect(hand_built_trials(), "lr", "val_mse", "b")),
         ("effect_categorical", lambda: figures.hyperparameter_effect(hand_built_trials().assign(**{"config/lr": ["x", "y", "x", "y"]}), "lr", "val_mse", "b")),
         ("importances", lambda: figures.importances({"lr": 0.7, "hidden_size": 0.3})),
@@ -90,8 +90,37 @@ def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
         ("forecasts", lambda: figures.forecasts(np.random.rand(2, 10), {"model": np.random.rand(2, 5), "persistence": np.ones((2, 5))}, ["a", "b"], 5, "t")),
     ],
 )
-def test_every_figure_is_written(tmp_path, name, draw):
-    path = figures.save(draw(), tmp_path / f"{name}.png")
+def test_every_figure_draws_labelled_data(tmp_path, name, draw):
+    figure = draw()
+    with_data = [ax for ax in figure.axes if ax.lines or ax.images or ax.patches or ax.collections]
+    assert with_data, f"{name}: nothing drawn"
+    titled = bool(figure.get_suptitle())
+    for ax in with_data:  # each panel says what it shows: its own title or labels, or the figure's title
+        assert ax.get_title() or ax.get_xlabel() or ax.get_ylabel() or titled, f"{name}: an unlabelled panel"
+    assert any(ax.get_xlabel() for ax in with_data) or name in ("digits",), f"{name}: no axis label"
+    path = figures.save(figure, tmp_path / f"{name}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert 2_000 < path.stat().st_size < 200_000  # something drawn, and compressed
+
+
+def test_the_curves_name_the_best_trial_by_its_values_and_mark_asha_only_when_it_ran():
+    trials = hand_built_trials()
+    legend = [t.get_text() for t in figures.validation_curves(hand_built_metrics(), trials, "val_mse", "b", "lr=0.01").axes[0].get_legend().get_texts()]
+    assert "best trial: lr=0.01" in legend and ("stopped early by ASHA" in legend) == bool(trials.stopped_early.any())
+    none_stopped = trials.assign(stopped_early=False)
+    legend = [t.get_text() for t in figures.validation_curves(hand_built_metrics(), none_stopped, "val_mse", "b", "x").axes[0].get_legend().get_texts()]
+    assert "stopped early by ASHA" not in legend
+
+
+def test_accuracy_panels_draw_chance():
+    history = pd.DataFrame({"epoch": [1, 2], "train_accuracy": [0.5, 0.9], "val_accuracy": [0.4, 0.8]})
+    ax = figures.learning_curves(history, ["accuracy"], "t", chance=0.1).axes[0]
+    chance = [line for line in ax.lines if line.get_label() == "chance (10%)"]
+    assert len(chance) == 1 and set(chance[0].get_ydata()) == {0.1}
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "accuracy (fraction correct)"
+
+
+@pytest.mark.parametrize("kind, header", [("pdf", b"%PDF"), ("svg", b"<?xml")])
+def test_figures_in_vector_formats(tmp_path, kind, header):
+    path = figures.save(figures.importances({"lr": 1.0}), tmp_path / f"f.{kind}")
+    assert path.read_bytes()[: len(header)] == header
 
