@@ -30,9 +30,12 @@ def test_cluster_yaml_passes_rays_validation():
     assert config["available_node_types"]["gpu_worker"]["min_workers"] == 0
     text = (ROOT / "cluster.yaml").read_text().lower()
     commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
-    assert all("RAY_AUTH_MODE=token ray start" in c for c in commands if "ray start" in c)
+    starts = [c for c in commands if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)  # the head's and the workers'
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
     assert "0.0.0.0" not in yaml.safe_dump(config)  # no port opened to every address
+    # The GPU workers write checkpoints to S3 themselves: they need an instance profile as the head has.
+    assert config["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"] == {"Name": "ray-autoscaler-v1"}
     assert not any(word in text for word in ("aws_access_key", "aws_secret", "password"))
 
 
