@@ -9,6 +9,7 @@ output, and the trial goes on from its previous readable checkpoint or from scra
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.fs
 import torch
+
+from sweeps import storage
 
 if TYPE_CHECKING:
     from ray import tune
@@ -49,9 +52,10 @@ def load(folder: str | Path) -> tuple[dict, list[dict]]:
 
 
 def load_state(path: str | Path) -> dict:
-    """A model.pt's contents; CheckpointError where it cannot be read or carries code."""
+    """A model.pt's contents (a local path or a URI); CheckpointError where it cannot be read or carries code."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(storage.read_bytes(str(path))) if not storage.is_local(str(path)) else path
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, pickled code, missing file: all mean "not this checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
     if not isinstance(state, dict) or "model" not in state:

@@ -47,7 +47,7 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     for trial in analysis.trials:
         history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()))
         metrics.append(history.assign(trial_id=trial.trial_id))
-        rows.append(_trial_row(trial, history))
+        rows.append(_trial_row(trial, history, storage.uri_for(sweep_dir, trial.path)))
     trials = pd.DataFrame(rows).sort_values("trial_id", ignore_index=True) if rows else pd.DataFrame()
     per_epoch = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
     columns = ["trial_id", "epoch", *metric_columns(per_epoch), "node_id", "time_total_s"]
@@ -60,7 +60,8 @@ def _epochs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
-def _trial_row(trial, history: pd.DataFrame) -> dict:
+def _trial_row(trial, history: pd.DataFrame, path: str) -> dict:
+    """`path`: the trial's folder as a location (a URI on remote storage)."""
     config = {f"config/{k}": v for k, v in trial.config.items()}
     epochs = int(history["epoch"].max()) if len(history) else 0
     diverged = bool(history["diverged"].any()) if "diverged" in history else False
@@ -75,8 +76,8 @@ def _trial_row(trial, history: pd.DataFrame) -> dict:
         "epochs": epochs,
         "wall_time_s": float(history["time_total_s"].max()) if "time_total_s" in history and len(history) else 0.0,
         "node_id": history["node_id"].iloc[-1] if "node_id" in history and len(history) else None,
-        "error": _diverged_at(history) if diverged else _error(trial),
-        "path": trial.path,
+        "error": _diverged_at(history) if diverged else _error(trial, path),
+        "path": path,
     }
     for column in metric_columns(history):
         values = history[column].dropna()
@@ -90,12 +91,12 @@ def _diverged_at(history: pd.DataFrame) -> str:
     return f"diverged: train_loss {first['train_loss']} at epoch {int(first['epoch'])} (lower lr, or clip gradients with grad_clip)"
 
 
-def _error(trial) -> str | None:
+def _error(trial, path: str) -> str | None:
     """The last line of the trial's error file (its exception), where it failed."""
     if trial.status != "ERROR":
         return None
     try:
-        text = storage.read_bytes(storage.join(trial.path, "error.txt")).decode(errors="replace").strip()
+        text = storage.read_bytes(storage.join(path, "error.txt")).decode(errors="replace").strip()
         return text.splitlines()[-1] if text else "error (no message)"
     except OSError:
         return "error (no error.txt)"

@@ -15,7 +15,7 @@ from pathlib import Path
 from lstm_ae.data import DataError, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import evaluate
-from sweeps import checkpoints
+from sweeps import checkpoints, storage
 from sweeps.experiments import EXPERIMENTS, SOURCES
 
 SPLITS = ("test", "val")
@@ -29,7 +29,7 @@ class EvaluationError(ValueError):
 class Trained:
     """A checkpoint's model, ready to evaluate, with the hyperparameters and data record it was saved with."""
 
-    path: Path
+    path: str  # the checkpoint's folder: a local path or a URI
     model: LSTMAutoencoder
     hyperparameters: dict  # lstm_ae.train.Hyperparameters as a dict
     data: dict | None  # experiment, preset, seed, path, params (None in checkpoints older than this record)
@@ -38,18 +38,29 @@ class Trained:
 
 def load(path: str | Path) -> Trained:
     """A checkpoint's model from its `model.pt` or from the folder that holds it."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if not (folder / checkpoints.MODEL_FILE).exists():
+    model_file = _model_file(str(path))
+    if model_file is None:
         raise EvaluationError(f"{path} is not a checkpoint: pass a model.pt or a checkpoint_* folder of a trial")
     try:
-        state = checkpoints.load_state(folder / checkpoints.MODEL_FILE)
+        state = checkpoints.load_state(model_file)
         model = LSTMAutoencoder.from_config(state["model_config"])
         model.load_state_dict(state["model"])
     except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise EvaluationError(f"{path} is not a usable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
     model.eval()
-    return Trained(path, model, state.get("hyperparameters", {}), state.get("data"), int(state["epoch"]))
+    return Trained(storage.parent_and_name(model_file)[0], model, state.get("hyperparameters", {}), state.get("data"), int(state["epoch"]))
+
+
+def _model_file(location: str) -> str | None:
+    """The model.pt a location names (the file, or the folder holding it; local or a URI), or None."""
+    if storage.is_local(location):
+        path = Path(location)
+        model = path / checkpoints.MODEL_FILE if path.is_dir() else path
+        return str(model) if model.is_file() else None
+    for candidate in (storage.join(location, checkpoints.MODEL_FILE), location):
+        if storage.exists(candidate) and storage.parent_and_name(candidate)[1] == checkpoints.MODEL_FILE:
+            return candidate
+    return None
 
 
 def splits_of(trained: Trained, data: str | None = None) -> Splits:

@@ -36,21 +36,21 @@ def _subplots(*args, **kwargs):
 FORMATS = ("png", "pdf", "svg")
 
 
-def save(figure: plt.Figure, path: str | Path) -> Path:
-    """In the format of `path`'s suffix (FORMATS). PNG with a 256-colour palette: a few tens of KB per figure, no
+def save(figure: plt.Figure, path: str | Path, kind: str | None = None) -> str | Path:
+    """In format `kind` (FORMATS; default: `path`'s suffix). PNG with a 256-colour palette: a few tens of KB per figure, no
     visible loss for line art; PDF and SVG as vectors, for papers.
     Written whole or not at all (a full disk leaves the previous figure, not half a new one)."""
     drawn, png = io.BytesIO(), io.BytesIO()
-    kind = Path(path).suffix.lstrip(".")
+    kind = kind or Path(path).suffix.lstrip(".")
     figure.savefig(drawn, format=kind, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     if kind != "png":
         storage.write_bytes(str(path), drawn.getvalue())
-        return Path(path)
+        return path
     drawn.seek(0)
     Image.open(drawn).convert("RGB").quantize(colors=256).save(png, format="png", optimize=True)
     storage.write_bytes(str(path), png.getvalue())
-    return Path(path)
+    return path
 
 
 def _log_if_positive(ax, values) -> None:

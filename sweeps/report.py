@@ -12,7 +12,6 @@ import math
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -39,7 +38,7 @@ class Context:
     history: pd.DataFrame  # its rows of metrics.parquet
     trained: evaluate.Trained  # the checkpoint evaluated: the best of those kept
     splits: Splits
-    folder: Path  # figures/
+    folder: str  # figures/, a local path or a URI
     tables: list  # markdown sections the figures add (e.g. the forecast errors)
     format: str = "png"  # of the figures: figures.FORMATS
 
@@ -52,7 +51,7 @@ class Context:
         return self.trained.epoch
 
     def save(self, figure, name: str, caption: str) -> tuple[str, str]:
-        figures.save(figure, self.folder / f"{name}.{self.format}")
+        figures.save(figure, storage.join(self.folder, f"{name}.{self.format}"), self.format)
         return f"{FIGURES}/{name}.{self.format}", caption
 
     def pick(self, n: int, count: int | None = None) -> torch.Tensor:
@@ -66,9 +65,10 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
     """The trial's readable checkpoint with the best value of `metric` at the epoch it was taken (the newest where
     none has a finite one); a damaged checkpoint is skipped, with a line saying which and why. None: none is readable."""
     scored = []
-    for path in sorted(Path(trial_path).glob("checkpoint_*")):
+    for name in (n for n in storage.names(trial_path) if n.startswith("checkpoint_")):
+        path = storage.join(trial_path, name)
         try:
-            value = float(pd.read_parquet(path / checkpoints.METRICS_FILE)[metric].iloc[-1])
+            value = float(storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))[metric].iloc[-1])
             trained = evaluate.load(path)
         except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
             print(f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
@@ -97,8 +97,8 @@ def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format:
         sweep.data = storage.absolute(data)
     entry = sweep.entry
     trials, metrics = collect.write_tables(sweep_dir)
-    folder = Path(sweep_dir) / FIGURES
-    folder.mkdir(exist_ok=True)
+    folder = storage.join(sweep_dir, FIGURES)
+    storage.make_dirs(folder)
     choices = collect.ranked(trials, entry.metric, entry.mode)
     sections = [_header(sweep, trials)]
     # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a readable one.
@@ -129,7 +129,7 @@ def _write(sweep_dir: str, sections: list[str]) -> str:
     return path
 
 
-def _context(sweep: Sweep, best: pd.Series, trained: evaluate.Trained, metrics: pd.DataFrame, folder: Path) -> Context:
+def _context(sweep: Sweep, best: pd.Series, trained: evaluate.Trained, metrics: pd.DataFrame, folder: str) -> Context:
     data_params = {name: best[f"config/{name}"] for name in sweep.entry.data_params}
     splits = sweep.entry.load(sweep.data_path(), sweep.seed, sweep.preset, **data_params)
     history = metrics[metrics.trial_id == best.trial_id].reset_index(drop=True)

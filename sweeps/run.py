@@ -101,7 +101,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
     if sweep.early_stop:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget))
     if sweep.search == "optuna":
-        search_alg = OptunaSearch(seed=sweep.seed, study_name=os.path.basename(sweep_dir.rstrip("/")), storage=optuna_storage(sweep_dir))
+        search_alg = OptunaSearch(seed=sweep.seed, study_name=storage.parent_and_name(sweep_dir)[1], storage=optuna_storage(sweep_dir))
         num_samples = sweep.num_samples or len(sweep.configs())
     else:
         trials = sweep.trial_order()
@@ -118,7 +118,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         reuse_actors=True,  # a fresh worker per short trial costs more than the trial itself
         trial_dirname_creator=functools.partial(trial_folder, tuple(sweep.swept())),
     )
-    storage_path, name = os.path.split(sweep_dir.rstrip("/"))
+    storage_path, name = storage.parent_and_name(sweep_dir)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_path,
@@ -138,7 +138,7 @@ def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
     TensorBoard writes events in each trial's folder (`tensorboard --logdir SWEEP`); MLflow a file store in the sweep
     folder (`mlflow ui --backend-store-uri SWEEP/mlruns`) for a local sweep; W&B its project named after the sweep
     (WANDB_MODE=offline keeps it on disk)."""
-    name = os.path.basename(sweep_dir.rstrip("/"))
+    name = storage.parent_and_name(sweep_dir)[1]
     callbacks = []
     for logger in sweep.loggers:
         if logger == "tensorboard":

@@ -14,13 +14,47 @@ import pandas as pd
 import pyarrow.fs
 
 
+def _split_query(location: str) -> tuple[str, str]:
+    """A URI's options (`s3://bucket/sweeps?endpoint_override=host:port&scheme=http`) apply to its whole file system:
+    paths are joined before them."""
+    if "://" in location and "?" in location:
+        path, query = location.split("?", 1)
+        return path, f"?{query}"
+    return location, ""
+
+
 def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
+    path, query = _split_query(base)
+    return "/".join([path.rstrip("/"), *parts]) + query
+
+
+def parent_and_name(location: str) -> tuple[str, str]:
+    path, query = _split_query(location)
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return parent + query, name
+
+
+def uri_for(location: str, fs_path: str) -> str:
+    """A path of `location`'s file system (as Ray and pyarrow give them: no scheme) as a location of its own."""
+    if "://" not in location:
+        return fs_path
+    scheme = location.split("://", 1)[0]
+    return f"{scheme}://{fs_path.lstrip('/') if scheme != 'file' else fs_path}{_split_query(location)[1]}"
+
+
+def names(location: str) -> list[str]:
+    """The names of what a folder holds (none where it is missing)."""
+    fs, path = _fs(location)
+    return sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
 
 
 def absolute(path_or_uri: str) -> str:
     """A URI stays as it is; a local path becomes absolute (Ray Tune wants absolute storage paths)."""
     return path_or_uri if "://" in path_or_uri else os.path.abspath(os.path.expanduser(path_or_uri))
+
+
+def is_local(location: str) -> bool:
+    return "://" not in location
 
 
 class StorageError(ValueError):
