@@ -75,7 +75,7 @@ def build_datasets(sweep: Sweep) -> dict:
             key: entry.load(path, sweep.seed, sweep.preset, **dict(zip(entry.data_params, key)))
             for key in combos
         }
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, TypeError) as error:  # a loader's own checks, or a data option of the wrong type
         raise SweepError(str(error)) from None
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SMALL_GRID = ["--set", "hidden_size=10", "--set", "batch_size=64", "--epochs", "3", "--no-report"]
+SMALL_GRID = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64", "--epochs", "3", "--no-report"]
 
 
 def test_cluster_yaml_passes_rays_validation():

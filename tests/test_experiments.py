@@ -136,7 +136,7 @@ def test_data_is_built_once_per_value_of_the_data_hyperparameters(stocks_csv):
     datasets = build_datasets(Sweep("snp500-predict", data=str(stocks_csv)))
     assert set(datasets) == {("study",), ("first",)}
     assert datasets[("first",)].meta["normalizer"]["kind"] == "first"
-    assert list(build_datasets(Sweep("synthetic"))) == [()]
+    assert list(build_datasets(Sweep("synthetic"))) == [(10_000,)]  # the number of signals, pinned
 
 
 def test_sweep_folder_names_stay_inside_storage(tmp_path):

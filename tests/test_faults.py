@@ -31,7 +31,7 @@ from tests.sweeping import (
 pytestmark = [pytest.mark.ray, pytest.mark.faults]  # starts Ray, kills things: not in `make test-fast`
 
 # Two or four small synthetic trials, checkpointed every 3 epochs (the quick preset's), long enough to be caught mid-run.
-TWO_TRIALS = ["--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
+TWO_TRIALS = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
               "--no-early-stop", "--no-report"]
 
 
@@ -77,7 +77,7 @@ def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
 def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
     sweep_dir, epochs = tmp_path / "killed", 24
     args = ["run", "synthetic", "--storage", tmp_path, "--name", "killed", "--no-early-stop", "--no-report",
-            "--set", "hidden_size=10,25", "--set", "batch_size=32", "--epochs", epochs]
+            "--set", "hidden_size=10,25", "--set", "batch_size=32", "--set", "n=1000", "--epochs", epochs]
 
     def finished(seen):  # trial folder -> the epochs it reported, for the trials that reached the last epoch
         return {name: reported for name, (reported, _) in seen.items() if epochs in reported}

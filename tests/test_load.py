@@ -23,7 +23,7 @@ def sample_memory(process: psutil.Process, samples: list, stop: threading.Event)
 @pytest.mark.timeout(900)
 def test_two_hundred_optuna_trials(tmp_path):
     # The quick preset's data and ASHA (grace 3, rungs at 3 and 12) over 6 epochs: about 3 minutes on 2 cores.
-    driver = start_driver("run", "synthetic", "--search", "optuna", "--num-samples", TRIALS, "--epochs", 6, "--storage", tmp_path,
+    driver = start_driver("run", "synthetic", "--search", "optuna", "--num-samples", TRIALS, "--epochs", 6, "--set", "n=1000", "--storage", tmp_path,
                           "--name", "load", "--no-report", log=tmp_path / "driver.log")
     samples, stop = [], threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(psutil.Process(driver.pid), samples, stop))

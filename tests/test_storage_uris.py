@@ -15,7 +15,7 @@ from tests.sweeping import sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
-TWO_TRIALS = ["--epochs", "2", "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]
+TWO_TRIALS = ["--epochs", "2", "--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 

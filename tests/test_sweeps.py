@@ -39,15 +39,15 @@ def local_ray():
 
 
 def test_trials_read_the_object_stores_copy_of_the_data(local_ray):
-    datasets = {(): synthetic.load(n=2000)}  # big enough for the object store (small objects travel inline)
+    datasets = {(2000,): synthetic.load(n=2000)}  # big enough for the object store (small objects travel inline)
     shipped = ray.get(ray.put(ship(datasets)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        splits = unship(shipped, {"experiment": "synthetic"})
-    arrays = shipped[()].train
+        splits = unship(shipped, {"experiment": "synthetic", "n": 2000})
+    arrays = shipped[(2000,)].train
     assert not arrays.x.flags.writeable  # Ray's zero-copy view of the store, not a copy
     assert splits.train.x.data_ptr() == arrays.x.ctypes.data and splits.train.y is None
-    for name, part in datasets[()].items():
+    for name, part in datasets[(2000,)].items():
         assert torch.equal(getattr(splits, name).x, part.x)
 
 
@@ -141,7 +141,7 @@ def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
 def test_max_concurrent_is_held(local_ray, tmp_path, search):
     # Trials reuse their worker: one at a time, every trial runs in the same worker process; two CPUs would give two.
     sweep = Sweep("synthetic", search=search, num_samples=4 if search == "optuna" else None, epochs=2, max_concurrent=1,
-                  early_stop=False, overrides={"hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]})
+                  early_stop=False, overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]})
     sweep_dir = Path(run(sweep, str(tmp_path), search))
     results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("train_*/result.json")]
     assert len(results) == 4 and len({pid for r in results for pid in r.pid}) == 1
@@ -150,7 +150,7 @@ def test_max_concurrent_is_held(local_ray, tmp_path, search):
 def test_optuna_search_is_seeded(local_ray, tmp_path):
     configs = []
     for name in ("a", "b"):
-        sweep = Sweep("synthetic", search="optuna", num_samples=4, epochs=1, seed=3, max_concurrent=1, overrides={"batch_size": [64]})
+        sweep = Sweep("synthetic", search="optuna", num_samples=4, epochs=1, seed=3, max_concurrent=1, overrides={"n": [1000], "batch_size": [64]})
         trials = pd.read_parquet(Path(run(sweep, str(tmp_path), name)) / "trials.parquet")
         assert len(trials) == 4
         configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
@@ -174,7 +174,7 @@ def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--name", "tb", "--epochs", "2", "--no-report", "--logger", "tensorboard",
-                      "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01")
+                      "--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01")
     assert done.returncode == 0, done.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "tb" / "trials.parquet")
     events = sorted((tmp_path / "tb").rglob("events.out.tfevents*"))
@@ -202,7 +202,7 @@ def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, logger):
 
 def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, tmp_path):
     sweep = Sweep("synthetic", num_samples=3, seed=5, epochs=2, early_stop=False,
-                  overrides={"hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]})
+                  overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]})
     sweep_dir = run(sweep, str(tmp_path), "seeds")
     trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
     assert sorted(trials["config/seed"]) == [5, 5, 6, 6, 7, 7]  # every trial's seed is in the table
