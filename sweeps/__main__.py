@@ -85,7 +85,7 @@ def run_sweep(args) -> None:
     cluster.check(args.address, sweep)
     run.claim(sweep, sweep_dir)
     cluster.start_ray(args.address)
-    run.fit(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
+    run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
     _finish(sweep_dir, args.no_report)
 
 

@@ -72,8 +72,8 @@ def splits_of(trained: Trained, data: str | None = None) -> Splits:
     if entry is None:
         raise EvaluationError(f"the checkpoint's experiment {record['experiment']!r} is not one of this version's: {', '.join(EXPERIMENTS)}")
     path = data or record["path"]
-    if SOURCES[entry.source].path and data is None and not Path(path).exists():
-        raise EvaluationError(f"the checkpoint's data {path} is not here: pass --data ({SOURCES[entry.source].path})")
+    if SOURCES[entry.source].needs and data is None and not Path(path).exists():
+        raise EvaluationError(f"the checkpoint's data {path} is not here: pass --data ({SOURCES[entry.source].needs})")
     try:
         splits = entry.load(path, record["seed"], record["preset"], **record["params"])
     except (DataError, ValueError) as error:

@@ -15,7 +15,7 @@ from lstm_ae.data import Splits, head, mnist, snp500, synthetic
 @dataclass(frozen=True)
 class DataSource:
     load: Callable[..., Splits]  # (path, seed, **kwargs), in the driver: what is shipped to every trial
-    path: str | None = None  # what --data means for this source; None where no file is needed
+    needs: str | None = None  # what --data must name for this source (help text); None where no file is needed
     default_path: str | None = None
 
 
@@ -23,12 +23,12 @@ SOURCES = {
     "synthetic": DataSource(load=lambda path, seed, **kw: synthetic.load(seed=seed, **kw)),
     "mnist": DataSource(
         load=lambda path, seed, **kw: mnist.load(path, seed=seed, **kw),
-        path="the folder holding MNIST/raw/ (downloaded there by torchvision when missing)",
+        needs="the folder holding MNIST/raw/ (downloaded there by torchvision when missing)",
         default_path="data",
     ),
     "snp500": DataSource(
         load=lambda path, seed, **kw: snp500.load(path, seed=seed, **kw),
-        path="the S&P 500 CSV: Kaggle's all_stocks_5yr.csv or the course's 'SP 500 Stock Prices 2014-2017.csv', plain or gzipped",
+        needs="the S&P 500 CSV: Kaggle's all_stocks_5yr.csv or the course's 'SP 500 Stock Prices 2014-2017.csv', plain or gzipped",
     ),
 }
 

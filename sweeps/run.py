@@ -66,8 +66,8 @@ def build_datasets(sweep: Sweep) -> dict:
     entry = sweep.entry
     source = SOURCES[entry.source]
     path = sweep.data_path()
-    if source.path and not path:
-        raise SweepError(f"{sweep.experiment} needs --data: {source.path}")
+    if source.needs and not path:
+        raise SweepError(f"{sweep.experiment} needs --data: {source.needs}")
     grid = {**{k: [v] for k, v in sweep.fixed().items()}, **sweep.grid()}
     combos = itertools.product(*(grid[name] for name in entry.data_params))
     try:
@@ -210,7 +210,7 @@ def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) ->
     """Run a sweep to its end (Ray must be started) and write its tables; returns the sweep's folder."""
     sweep_dir, datasets = prepare(sweep, storage_path, name)
     claim(sweep, sweep_dir)
-    return fit(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
+    return run_tuner(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
 
 
 def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> str:
@@ -244,10 +244,10 @@ def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_chec
     sweep_dir = storage.absolute(sweep_dir)
     checkpoints.mend_records(sweep_dir)
     tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, datasets, on_corrupt_checkpoint), resume_unfinished=True, resume_errored=True)
-    return fit(tuner, sweep_dir)
+    return run_tuner(tuner, sweep_dir)
 
 
-def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
+def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:
     """Run the Tuner and write the tables; SweepInterrupted where Ctrl-C stopped it first."""
     tune_settings()
     try:
