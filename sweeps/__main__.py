@@ -155,7 +155,7 @@ def show_status(args) -> None:
 def bench(args) -> int:
     from sweeps import bench as benchmark
 
-    return benchmark.main(quick=args.quick, out=args.out)
+    return benchmark.main(quick=args.quick, out=args.out, device=args.device)
 
 
 def _summary(sweep_dir: str) -> None:
@@ -271,10 +271,13 @@ def parser() -> argparse.ArgumentParser:
                       help="print it again every SECONDS (default 30) until the sweep ends; Ctrl-C leaves")
     stat.add_argument("--json", action="store_true", help="one JSON object per print, on stdout")
 
-    bencher = commands.add_parser("bench", formatter_class=_WithDefaults, help="overheads of the trainer, Ray Tune and ASHA, threads, memory: ratios measured side by side")
+    bencher = commands.add_parser("bench", formatter_class=_WithDefaults,
+                                  help="overheads of the trainer, Ray Tune and ASHA, threads, memory, pixel speed: ratios measured side by side")
     bencher.set_defaults(command=bench)
     bencher.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)")
     bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")
+    bencher.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                         help="cuda: the pixel measures on a GPU (fp32/bf16/fp16) and 1/2/4/8 trials packed on it")
     return top
 
 

@@ -92,7 +92,7 @@ class Sweep:
     def trial_order(self) -> list[dict]:
         """The swept values of each trial of a grid search, in a random order fixed by the seed. ASHA stops a trial
         that falls behind those that reached its rung before it; in the grid's own order the first arrivals all
-        come from one corner (the small lr first), set a low bar and run long (measured: figure 5 of `sweeps bench`)."""
+        come from one corner (the small lr first), set a low bar and run long (measured: the ASHA measure of `sweeps bench`)."""
         points = _points(self.swept())
         random.Random(self.seed).shuffle(points)
         return points

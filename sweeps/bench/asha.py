@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweeps.bench.harness import Bench, Row, run_sweep
+from sweeps.bench.harness import Bench, Row, run_sweep, synthetic_sweep
 
 
 def run(bench: Bench) -> list[Row]:
@@ -12,7 +12,7 @@ def run(bench: Bench) -> list[Row]:
     epochs_each = bench.budget.asha_epochs
     runs = {
         early_stop: run_sweep(
-            Sweep("synthetic", preset="quick", epochs=epochs_each, early_stop=early_stop),
+            synthetic_sweep("quick", epochs=epochs_each, early_stop=early_stop),
             bench.out,
             f"asha-{'on' if early_stop else 'off'}",
         )
@@ -30,7 +30,9 @@ def run(bench: Bench) -> list[Row]:
             f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {grace}); "
             f"{int(result.trials.stopped_early.sum())} stopped early",
         ),
-        bench.row("best val_mse, ASHA vs all", best / full_best, "best", f"{best:.5f} with ASHA vs {full_best:.5f} without"),
+        bench.row(
+            "best val_mse, ASHA vs all", best / full_best, "best", f"{best:.5f} with ASHA vs {full_best:.5f} without"
+        ),
         bench.row(
             "wall time, ASHA vs all",
             result.wall_s / full_grid.wall_s,

@@ -33,7 +33,9 @@ def _packed(n: int, steps: int, precision: str) -> float:
     its model and warms up before a barrier, so that no process's start-up is timed."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     barrier, results = context.Barrier(n), context.Queue()
-    workers = [context.Process(target=_worker, args=(barrier, results, steps, precision), daemon=True) for _ in range(n)]
+    workers = [
+        context.Process(target=_worker, args=(barrier, results, steps, precision), daemon=True) for _ in range(n)
+    ]
     for worker in workers:
         worker.start()
     try:

@@ -38,6 +38,8 @@ class Budget:
     paper_epochs: int  # parallel efficiency: the grid again on the study's 10,000 signals (0: not run)
     asha_epochs: int  # ASHA: the grid with and without ASHA
     pixel_repeats: int  # pixel: timed training steps of each kind, after one to warm up
+    pixel_thread_length: int  # pixel: the pixels per sequence when 1 thread and 2 are compared
+    pixel_thread_repeats: int
     pack_steps: int  # GPU packing: timed steps per packed trial
 
 
@@ -53,7 +55,9 @@ QUICK = Budget(
     bare_passes=1,
     paper_epochs=0,
     asha_epochs=4,  # the least that lets ASHA (grace 3) stop anything: too few for its target, which needs the full run
-    pixel_repeats=3,  # a pixel step takes about half a second on one busy core: 5 kinds x 4 steps stay under 15 s
+    pixel_repeats=3,  # a pixel step takes about half a second on one busy core: 4 kinds x 4 steps stay under 15 s
+    pixel_thread_length=98,  # an eighth of the sequence: 2 threads on 2 busy cores took 30 s per 784-pixel step
+    pixel_thread_repeats=2,
     pack_steps=5,
 )
 FULL = Budget(
@@ -70,6 +74,8 @@ FULL = Budget(
     paper_epochs=10,  # trials of about 5 s
     asha_epochs=100,  # ASHA's rungs at 3, 12 and 48 epochs: curves have separated by then
     pixel_repeats=9,
+    pixel_thread_length=784,
+    pixel_thread_repeats=3,
     pack_steps=20,
 )
 
@@ -125,6 +131,29 @@ def interleaved(jobs: dict[str, Callable[[], float]], rounds: int, warmup: int =
 # --- Ray and the runner's own sweeps ---------------------------------------------------------------------------
 
 
+# The quick preset as these measures were set on (12 epochs on 1,000 signals: trials of about half a second), not the
+# demo the preset has become since (30 epochs on 10,000): the quick bench stays a few minutes, its rows comparable.
+QUICK_SYNTHETIC = {"epochs": 12, "n": 1000}
+
+
+def synthetic_sweep(preset: str, **options):
+    """A synthetic sweep as the bench times it: the quick preset at QUICK_SYNTHETIC's size, the paper preset as is."""
+    from sweeps.sweep import Sweep
+
+    if preset == "quick":
+        overrides = {"n": [QUICK_SYNTHETIC["n"]], **options.pop("overrides", {})}
+        options = {"epochs": QUICK_SYNTHETIC["epochs"], **options, "overrides": overrides}
+    return Sweep("synthetic", preset=preset, **options)
+
+
+def sweep_data(sweep) -> Splits:
+    """The one data set of a sweep that sweeps no data hyperparameter, built as the driver builds it."""
+    from sweeps.run import build_datasets
+
+    (splits,) = build_datasets(sweep).values()
+    return splits
+
+
 def start_ray(cores: int, out: Path) -> float:
     """A fresh local Ray (address="local": never one another program started on this machine); seconds taken."""
     import ray
@@ -161,12 +190,12 @@ class SweepResult:
     datasets: dict
     trials: pd.DataFrame
     metrics: pd.DataFrame
-    wall_s: float  # run.fit: Tuner.fit, then the Parquet tables
-    started: float  # time.time() when run.fit began
+    wall_s: float  # run.run_tuner: Tuner.fit, then the Parquet tables
+    started: float  # time.time() when run.run_tuner began
 
 
 def run_sweep(sweep, out: Path, name: str, watch=None, space: dict | None = None) -> SweepResult:
-    """A sweep through the project's runner (as `sweeps run` does), timing `run.fit`: Tuner.fit, then the tables."""
+    """A sweep through the project's runner (as `sweeps run` does), timing `run.run_tuner`: Tuner.fit, then the tables."""
     from sweeps import collect, run, storage
 
     folder, datasets = run.prepare(sweep, str(out / "sweeps"), name)
@@ -174,7 +203,7 @@ def run_sweep(sweep, out: Path, name: str, watch=None, space: dict | None = None
     with quiet(out / RAY_LOG), watch or contextlib.nullcontext():
         tuner = run.make_tuner(sweep, datasets, folder, space)  # puts the data in the object store
         started, start = time.time(), time.perf_counter()
-        run.fit(tuner, folder)
+        run.run_tuner(tuner, folder)
         wall = time.perf_counter() - start
     tables = (collect.TRIALS_FILE, collect.METRICS_FILE)
     trials, metrics = (storage.read_parquet(storage.join(folder, table)) for table in tables)
@@ -217,7 +246,9 @@ def machine_info() -> dict:
     import psutil
     import ray
 
-    models = (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name"))
+    models = (
+        line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")
+    )
     return {
         "cpu": next(models, platform.processor()),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -244,7 +275,9 @@ def format_table(rows: list[Row]) -> str:
     verdict = {True: "yes", False: "NO", None: "-"}
     lines = [(r.measure, r.quantity, f"{r.value:.3f}", r.target or "-", verdict[r.holds], r.detail) for r in rows]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(5)]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)) + "  " + line[5] for line in [header, *lines])
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)) + "  " + line[5] for line in [header, *lines]
+    )
 
 
 def write(rows: list[Row], machine: dict, out: Path) -> None:

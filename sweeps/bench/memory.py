@@ -51,7 +51,9 @@ def _watched_mnist_sweep(out: Path, preset: str) -> tuple[SweepResult, MemoryWat
     from sweeps.trial import ship
 
     overrides = {"hidden_size": [64], "batch_size": [128], "lr": [1e-3, 5e-3]}  # 2 trials, at once on 2 cores
-    sweep = Sweep("mnist-rows", preset=preset, epochs=1, early_stop=False, data=str(mnist_root(out)[0]), overrides=overrides)
+    sweep = Sweep(
+        "mnist-rows", preset=preset, epochs=1, early_stop=False, data=str(mnist_root(out)[0]), overrides=overrides
+    )
     watch = MemoryWatch()
     result = run_sweep(sweep, out, f"memory-{preset}", watch)
     shipped = len(pickle.dumps(ship(result.datasets), protocol=5))  # what with_parameters puts in the object store

@@ -14,29 +14,35 @@ from statistics import median
 import torch
 
 from lstm_ae.data import Splits
-from sweeps.bench.harness import RAY_LOG, Bench, Row, fit_alone, quiet, run_sweep, worker_starts
+from sweeps.bench.harness import (
+    RAY_LOG,
+    Bench,
+    Row,
+    fit_alone,
+    quiet,
+    run_sweep,
+    sweep_data,
+    synthetic_sweep,
+    worker_starts,
+)
 
 
 def run(bench: Bench) -> list[Row]:
     """The quick grid as `sweeps run` runs it (the target); Ray Tune alone on trials of the same length that only
     sleep; then the grid on the study's data, with longer trials (reported)."""
-    from sweeps.sweep import Sweep
-
-    quick = Sweep("synthetic", preset="quick", early_stop=False)
+    quick = synthetic_sweep("quick", early_stop=False)
     rows, epoch_s = _efficiency(bench, quick, "quick grid")
     rows.append(_tune_alone(bench, len(quick.configs()), quick.budget, epoch_s))
     if bench.budget.paper_epochs:
-        paper = Sweep("synthetic", preset="paper", epochs=bench.budget.paper_epochs, early_stop=False)
+        paper = synthetic_sweep("paper", epochs=bench.budget.paper_epochs, early_stop=False)
         rows += _efficiency(bench, paper)[0]
     return rows
 
 
 def _efficiency(bench: Bench, sweep, target: str | None = None) -> tuple[list[Row], float]:
-    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's wall time (`run.fit`), and over
+    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's wall time (`run.run_tuner`), and over
     the time after its workers started; the mean seconds per epoch of `fit` alone."""
-    from sweeps.run import build_datasets
-
-    splits, grid, cores = build_datasets(sweep)[()], sweep.configs(), bench.cores
+    splits, grid, cores = sweep_data(sweep), sweep.configs(), bench.cores
     alone = [[] for _ in grid]
 
     def alone_pass():

@@ -29,7 +29,7 @@ class Stepper:
     (autocast forward and loss, backward, clip at 1, Adam), in seconds. The cosine schedule's per-step update is
     left out: a few float operations next to 784 recurrent steps."""
 
-    def __init__(self, cell: str, precision: str, device: str, threads: int = 1, seed: int = 0):
+    def __init__(self, cell: str, precision: str, device: str, threads: int = 1, length: int = STEPS, seed: int = 0):
         self.device, self.precision, self.threads = torch.device(device), precision, threads
         torch.manual_seed(seed)
         recipe = {"gate_bias": PIXEL_RECIPE["gate_bias"], "recurrent_init": PIXEL_RECIPE["recurrent_init"]}
@@ -38,7 +38,7 @@ class Stepper:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         # As the trainer does: only fp16 needs its gradients scaled (bf16 has fp32's range).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
-        self.x = torch.rand(BATCH, STEPS, 1, device=self.device)
+        self.x = torch.rand(BATCH, length, 1, device=self.device)  # the model's init stays that of 784 steps
         self.y = torch.randint(0, 10, (BATCH,), device=self.device)
 
     def __call__(self) -> float:
@@ -85,28 +85,39 @@ def projected_precision(device: str) -> str:
 def run(bench: Bench) -> list[Row]:
     device, kinds, low = bench.device, precisions(bench.device), projected_precision(bench.device)
     jobs = {f"{cell} {p}": Stepper(CELLS[cell], p, device) for cell in CELLS for p in kinds}
-    if device == "cpu":
-        jobs["recipe bf16 2 threads"] = Stepper(CELLS["recipe"], "bf16", device, threads=2)
     # The warm-up round pays first-call costs (oneDNN's kernels, autocast's casts, Adam's state).
     times = interleaved(jobs, bench.budget.pixel_repeats, warmup=1)
     rows = [
-        _ratio(bench, times, f"{cell} {p}", f"{cell} fp32", f"{p} vs fp32, {NAMES[cell]} (step time)")
+        _ratio(bench, times, f"{cell} {p}", f"{cell} fp32", f"{p} vs fp32 step time, {NAMES[cell]}")
         for cell in CELLS
         for p in kinds[1:]
     ]
-    rows.append(_ratio(bench, times, f"recipe {low}", f"plain {low}", f"recipe cell vs nn.LSTM in {low} (step time)"))
+    rows.append(_ratio(bench, times, f"recipe {low}", f"plain {low}", f"recipe cell vs nn.LSTM step time, {low}"))
     if device == "cpu":
-        rows.append(_ratio(bench, times, "recipe bf16", "recipe bf16 2 threads", "2 threads vs 1, recipe model in bf16 (step speed-up)"))
+        rows.append(_threads(bench))
     rows.append(_epoch(bench, times, low))
     return rows
 
 
-def _ratio(bench: Bench, times: dict, top: str, bottom: str, quantity: str) -> Row:
+def _threads(bench: Bench) -> Row:
+    """One trial in bf16 on 1 torch thread over 2. On a busy machine a step on 2 threads can take 50x longer (each of
+    the thousands of small ops waits for both threads): the quick run times the first pixels of the sequence only."""
+    length, repeats = bench.budget.pixel_thread_length, bench.budget.pixel_thread_repeats
+    jobs = {
+        f"recipe bf16 {n} thread{'s' * (n > 1)}": Stepper(CELLS["recipe"], "bf16", "cpu", n, length) for n in (1, 2)
+    }
+    times = interleaved(jobs, repeats, warmup=1)
+    quantity = "2 threads vs 1 step speed-up, recipe model in bf16"
+    return _ratio(bench, times, *jobs, quantity, length)
+
+
+def _ratio(bench: Bench, times: dict, top: str, bottom: str, quantity: str, length: int = STEPS) -> Row:
     """The median of each round's ratio of step times: a round's steps ran one after the other, under the same load."""
     ratios = [a / b for a, b in zip(times[top], times[bottom])]
+    pixels = f"{STEPS} steps" if length == STEPS else f"the first {length} of {STEPS} steps"
     detail = (
         f"{median(times[top]) * 1e3:.0f} ms vs {median(times[bottom]) * 1e3:.0f} ms per step ({top} vs {bottom}; "
-        f"hidden {HIDDEN}, batch {BATCH}, {STEPS} steps, {_where(bench)}); median of {len(ratios)} rounds' ratios, "
+        f"hidden {HIDDEN}, batch {BATCH}, {pixels}, {_where(bench)}); median of {len(ratios)} rounds' ratios, "
         f"which span {min(ratios):.2f}..{max(ratios):.2f}"
     )
     return bench.row(quantity, median(ratios), detail=detail)
@@ -115,12 +126,12 @@ def _ratio(bench: Bench, times: dict, top: str, bottom: str, quantity: str) -> R
 def _epoch(bench: Bench, times: dict, precision: str) -> Row:
     """One trial's epoch, projected: the steps of an epoch times the median step. Training steps only: the epoch's
     validation pass (10,000 images, forward only) and the batches' indexing come on top."""
-    steps = math.ceil(TRAIN_IMAGES / BATCH)
-    step_s = median(times[f"recipe {precision}"])
-    others = ", ".join(f"{name} {steps * median(t):.0f} s" for name, t in times.items() if name != f"recipe {precision}")
+    steps, chosen = math.ceil(TRAIN_IMAGES / BATCH), f"recipe {precision}"
+    step_s = median(times[chosen])
+    others = ", ".join(f"{name} {steps * median(t):.0f} s" for name, t in times.items() if name != chosen)
     detail = (
-        f"{steps} steps of batch {BATCH} x {step_s * 1e3:.0f} ms (median of {len(times[f'recipe {precision}'])}), "
-        f"recipe model in {precision}, {_where(bench)}; the same for {others}; training steps only, no validation pass"
+        f"{steps} steps of batch {BATCH} x {step_s * 1e3:.0f} ms (median of {len(times[chosen])}), {chosen}, "
+        f"{_where(bench)}; the same for {others}; training steps only, no validation pass"
     )
     target = "cpu epoch" if bench.device == "cpu" else "cuda epoch"
     return bench.row(f"projected epoch of one trial on {TRAIN_IMAGES:,} images (s)", steps * step_s, target, detail)

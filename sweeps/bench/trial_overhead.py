@@ -5,24 +5,21 @@ from __future__ import annotations
 
 from statistics import median
 
-from sweeps.bench.harness import Bench, Row, fit_alone, run_sweep
+from sweeps.bench.harness import Bench, Row, fit_alone, run_sweep, sweep_data, synthetic_sweep
 from sweeps.bench.yardstick import CLIP, LR
 
 ONE_CONFIG = {"batch_size": [32], "lr": [LR], "grad_clip": [CLIP], "hidden_size": [40]}  # one synthetic trial
 
 
 def run(bench: Bench) -> list[Row]:
-    from sweeps.run import build_datasets
-    from sweeps.sweep import Sweep
-
     budget, epochs = bench.budget, bench.budget.trial_epochs
     # One trial at a time on one reused worker: the first starts the worker (timed apart), then trials checkpoint
     # every epoch or only at the last (which the trial always checkpoints), alternating.
     every = [epochs] + [1, epochs] * budget.trial_repeats
-    sweep = Sweep(
-        "synthetic", preset=budget.trial_preset, epochs=epochs, early_stop=False, max_concurrent=1, overrides=ONE_CONFIG
+    sweep = synthetic_sweep(
+        budget.trial_preset, epochs=epochs, early_stop=False, max_concurrent=1, overrides=ONE_CONFIG
     )
-    splits, config = build_datasets(sweep)[()], sweep.configs()[0]
+    splits, config = sweep_data(sweep), sweep.configs()[0]
     alone = [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
     result = run_sweep(sweep, bench.out, "trial-overhead", space=_checkpoint_space(sweep, every))
     alone += [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
