@@ -115,8 +115,10 @@ def _check_forecast_table(report: str, sweep: Sweep) -> None:
     assert float(rows["multi-step"]) == pytest.approx(multi_step, abs=1e-3)
 
 
+@pytest.mark.timeout(1200)
 def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
-    done = sweeps_cli("run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report")
+    # The demo itself (two minutes on 2 idle cores); the timeout leaves room for a slow or shared machine.
+    done = sweeps_cli("run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(tmp_path / "grid", 24)
     assert 0 < trials.stopped_early.sum() < 24
