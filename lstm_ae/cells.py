@@ -69,7 +69,9 @@ class LayerNormLSTM(nn.Module):
         return x, (torch.stack(last_h), torch.stack(last_c))
 
 
-def check(encoder_cell: str = "lstm", gate_bias: str = "default", recurrent_init: str = "default", steps: int | None = None) -> None:
+def check(
+    encoder_cell: str = "lstm", gate_bias: str = "default", recurrent_init: str = "default", steps: int | None = None
+) -> None:
     """ValueError naming the option, where a choice is not one of the known ones."""
     for name, value, choices in (
         ("encoder_cell", encoder_cell, CELLS),
@@ -99,7 +101,9 @@ def layers(lstm: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def initialise(lstm: nn.Module, gate_bias: str = "default", recurrent: str = "default", steps: int | None = None) -> None:
+def initialise(
+    lstm: nn.Module, gate_bias: str = "default", recurrent: str = "default", steps: int | None = None
+) -> None:
     """Set the gate biases and recurrent weights of every layer of an LSTM (nn.LSTM or LayerNormLSTM).
 
     gate_bias: "default" keeps PyTorch's uniform init; "forget1" makes the forget gate's total bias 1 (the other

@@ -1,8 +1,8 @@
 """Forecasts from a model with a next-step predictor, and the persistence baseline to beat.
 
-    one_step(model, x)[:, t]          # the model's estimate of x[:, t + 1], having seen x[:, : t + 1]
-    multi_step(model, x, observed=26) # x[:, 26:] predicted from x[:, :26] and the model's own outputs
-    persistence(x), persistence(x, observed=26)   # the same two forecasts by "tomorrow = today"
+one_step(model, x)[:, t]          # the model's estimate of x[:, t + 1], having seen x[:, : t + 1]
+multi_step(model, x, observed=26) # x[:, 26:] predicted from x[:, :26] and the model's own outputs
+persistence(x), persistence(x, observed=26)   # the same two forecasts by "tomorrow = today"
 """
 
 from __future__ import annotations
@@ -40,4 +40,6 @@ def persistence(x: torch.Tensor, observed: int | None = None) -> torch.Tensor:
 
 def _check_observed(x: torch.Tensor, observed: int) -> None:
     if not 0 < observed < x.shape[1]:
-        raise ValueError(f"observed must be between 1 and {x.shape[1] - 1} for sequences of {x.shape[1]} steps, got {observed}")
+        raise ValueError(
+            f"observed must be between 1 and {x.shape[1] - 1} for sequences of {x.shape[1]} steps, got {observed}"
+        )

@@ -1,10 +1,10 @@
 """The LSTM autoencoder: encode a sequence into z, decode z repeated T times, reconstruct every step.
 
-    model = LSTMAutoencoder(input_size=1, hidden_size=40)              # reconstruction only
-    model = LSTMAutoencoder(28, 64, num_classes=10)                    # + a classifier on z
-    model = LSTMAutoencoder(1, 60, predict_next=True)                  # + a causal next-step predictor
-    model = LSTMAutoencoder(1, 64, num_classes=10, encoder_cell="layernorm", gate_bias="chrono", steps=784)
-    out = model(x)          # out.reconstruction (N, T, F), out.logits (N, C), out.prediction (N, T, F)
+model = LSTMAutoencoder(input_size=1, hidden_size=40)              # reconstruction only
+model = LSTMAutoencoder(28, 64, num_classes=10)                    # + a classifier on z
+model = LSTMAutoencoder(1, 60, predict_next=True)                  # + a causal next-step predictor
+model = LSTMAutoencoder(1, 64, num_classes=10, encoder_cell="layernorm", gate_bias="chrono", steps=784)
+out = model(x)          # out.reconstruction (N, T, F), out.logits (N, C), out.prediction (N, T, F)
 """
 
 from __future__ import annotations
@@ -64,8 +64,16 @@ class LSTMAutoencoder(nn.Module):
     ):
         super().__init__()
         self.config = ModelConfig(
-            input_size, hidden_size, output_size, num_layers, num_classes, predict_next,
-            encoder_cell, gate_bias, recurrent_init, steps,
+            input_size,
+            hidden_size,
+            output_size,
+            num_layers,
+            num_classes,
+            predict_next,
+            encoder_cell,
+            gate_bias,
+            recurrent_init,
+            steps,
         )
         output_size = output_size or input_size
         self.encoder = cells.make_lstm(encoder_cell, input_size, hidden_size, num_layers)

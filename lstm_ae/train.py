@@ -52,13 +52,25 @@ class Hyperparameters:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
         problems = [
-            (not _whole(self.epochs) or self.epochs < 0, f"epochs must be a whole number of 0 or more, got {self.epochs!r}"),
-            (not _whole(self.batch_size) or self.batch_size < 1, f"batch_size must be a whole number of at least 1, got {self.batch_size!r}"),
+            (
+                not _whole(self.epochs) or self.epochs < 0,
+                f"epochs must be a whole number of 0 or more, got {self.epochs!r}",
+            ),
+            (
+                not _whole(self.batch_size) or self.batch_size < 1,
+                f"batch_size must be a whole number of at least 1, got {self.batch_size!r}",
+            ),
             (not 0 < self.lr < math.inf, f"lr must be positive and finite, got {self.lr}"),
-            (not 0 <= self.grad_clip < math.inf, f"grad_clip must be 0 (off) or positive and finite, got {self.grad_clip}"),
+            (
+                not 0 <= self.grad_clip < math.inf,
+                f"grad_clip must be 0 (off) or positive and finite, got {self.grad_clip}",
+            ),
             (not 0 <= self.recon_weight <= 1, f"recon_weight must be within [0, 1], got {self.recon_weight}"),
             (self.schedule not in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.precision not in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (
+                self.precision not in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
         ]
         for failed, message in problems:
             if failed:
@@ -83,7 +95,12 @@ def losses(out: Output, x: torch.Tensor, y: torch.Tensor | None, recon_weight: f
 
 @torch.no_grad()
 def evaluate(
-    model: LSTMAutoencoder, split: Split, recon_weight: float = 0.5, normalizer=None, batch_size: int = 1024, precision: str = "fp32"
+    model: LSTMAutoencoder,
+    split: Split,
+    recon_weight: float = 0.5,
+    normalizer=None,
+    batch_size: int = 1024,
+    precision: str = "fp32",
 ) -> dict:
     """Mean `loss`, `mse` and head metrics over a whole split (floats, unprefixed), under `precision`'s autocast.
 
@@ -164,7 +181,9 @@ class Fit:
             raise StopIteration
         train_metrics = self._train_epoch()
         self.epoch += 1
-        val_metrics = evaluate(self.model, self.val, self.hp.recon_weight, self.val_normalizer, precision=self.hp.precision)
+        val_metrics = evaluate(
+            self.model, self.val, self.hp.recon_weight, self.val_normalizer, precision=self.hp.precision
+        )
         return {
             "epoch": self.epoch,
             **{f"train_{k}": v for k, v in train_metrics.items()},

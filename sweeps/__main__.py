@@ -50,7 +50,9 @@ def list_experiments(args) -> None:
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
-        print(f"  optimises {entry.metric} ({entry.mode}); heads: {entry.heads or 'none'}; fixed: {entry.fixed or 'none'}")
+        print(
+            f"  optimises {entry.metric} ({entry.mode}); heads: {entry.heads or 'none'}; fixed: {entry.fixed or 'none'}"
+        )
         for name, preset in entry.presets.items():
             grid = entry.grid_for(name)
             size = 1
@@ -127,7 +129,9 @@ def evaluate_checkpoint(args) -> None:
         print(json.dumps(metrics))
         return
     count = len(getattr(splits, args.split))
-    print(f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}, on the {args.split} split ({count} sequences)")
+    print(
+        f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}, on the {args.split} split ({count} sequences)"
+    )
     for name, value in metrics.items():
         print(f"  {name:<18} {value:.6g}")
 
@@ -213,71 +217,127 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"sweeps {_version()}")
     commands = top.add_subparsers(required=True, metavar="COMMAND")
 
-
-    listing = commands.add_parser("list", formatter_class=_WithDefaults, help="the experiments, their presets and search spaces")
+    listing = commands.add_parser(
+        "list", formatter_class=_WithDefaults, help="the experiments, their presets and search spaces"
+    )
     listing.set_defaults(command=list_experiments)
 
     runner = commands.add_parser("run", formatter_class=_WithDefaults, help="run an experiment's sweep")
     runner.set_defaults(command=run_sweep)
     runner.add_argument("experiment", metavar="NAME", help="an experiment of `sweeps list`")
     runner.add_argument("--preset", default="quick", help="quick (minutes on a laptop) or paper (the study's budgets)")
-    runner.add_argument("--search", default="grid", help="grid (the study's grid) or optuna (seeded TPE over its ranges)")
-    runner.add_argument("--num-samples", type=int, help="optuna: trials (default: the grid's size); grid: repeats with other seeds")
+    runner.add_argument(
+        "--search", default="grid", help="grid (the study's grid) or optuna (seeded TPE over its ranges)"
+    )
+    runner.add_argument(
+        "--num-samples", type=int, help="optuna: trials (default: the grid's size); grid: repeats with other seeds"
+    )
     runner.add_argument("--no-early-stop", action="store_true", help="run every trial to its budget (no ASHA)")
     runner.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial gets (torch threads follow)")
-    runner.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial gets: 1/k packs k trials on a GPU")
-    runner.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)")
-    runner.add_argument("--storage", default="results", help="folder or URI (s3://, gs://, shared NFS path) for results")
-    runner.add_argument("--name", help="the sweep's folder name under --storage (default: experiment-preset-search-time)")
-    runner.add_argument("--address", help="join a running Ray cluster (`auto`, or host:port); default: start a local one")
+    runner.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="GPUs each trial gets: 1/k packs k trials on a GPU"
+    )
+    runner.add_argument(
+        "--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)"
+    )
+    runner.add_argument(
+        "--storage", default="results", help="folder or URI (s3://, gs://, shared NFS path) for results"
+    )
+    runner.add_argument(
+        "--name", help="the sweep's folder name under --storage (default: experiment-preset-search-time)"
+    )
+    runner.add_argument(
+        "--address", help="join a running Ray cluster (`auto`, or host:port); default: start a local one"
+    )
     runner.add_argument("--data", help="MNIST root folder, or the S&P 500 CSV (plain or gzipped)")
     runner.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order")
     runner.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
-    runner.add_argument("--set", type=_hyperparameter, action="append", default=[], metavar="NAME=V1[,V2...]",
-                        help="fix a hyperparameter (one value) or sweep it over these values, e.g. --set lr=1e-3,3e-3")
-    runner.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
-                        help="autocast of every trial (the same as --set precision=...); fp16 needs GPUs (default: the experiment's)")
-    runner.add_argument("--logger", action="append", default=[], choices=["tensorboard", "wandb", "mlflow"],
-                        help="also log every epoch to TensorBoard, Weights & Biases or MLflow (repeatable; off by default)")
+    runner.add_argument(
+        "--set",
+        type=_hyperparameter,
+        action="append",
+        default=[],
+        metavar="NAME=V1[,V2...]",
+        help="fix a hyperparameter (one value) or sweep it over these values, e.g. --set lr=1e-3,3e-3",
+    )
+    runner.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="autocast of every trial (the same as --set precision=...); fp16 needs GPUs (default: the experiment's)",
+    )
+    runner.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=["tensorboard", "wandb", "mlflow"],
+        help="also log every epoch to TensorBoard, Weights & Biases or MLflow (repeatable; off by default)",
+    )
     runner.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
     resumer = commands.add_parser("resume", formatter_class=_WithDefaults, help="continue an interrupted sweep")
     resumer.set_defaults(command=resume_sweep)
     resumer.add_argument("path", help="the sweep's folder")
     resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
-    resumer.add_argument("--corrupt-checkpoint", default="previous", metavar="previous|scratch",
-                         help="where a trial whose last checkpoint cannot be read goes on from (default: previous)")
+    resumer.add_argument(
+        "--corrupt-checkpoint",
+        default="previous",
+        metavar="previous|scratch",
+        help="where a trial whose last checkpoint cannot be read goes on from (default: previous)",
+    )
     resumer.add_argument("--data", help="where the sweep's data is now, if it moved since `sweeps run`")
     resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
-    reporter = commands.add_parser("report", formatter_class=_WithDefaults, help="figures and report.md of a sweep, from its files")
+    reporter = commands.add_parser(
+        "report", formatter_class=_WithDefaults, help="figures and report.md of a sweep, from its files"
+    )
     reporter.set_defaults(command=report)
     reporter.add_argument("path", help="the sweep's folder")
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
     reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
     reporter.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="the figures' file format")
 
-    evaluator = commands.add_parser("evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split")
+    evaluator = commands.add_parser(
+        "evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split"
+    )
     evaluator.set_defaults(command=evaluate_checkpoint)
     evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
     evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
     evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
     evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
 
-    stat = commands.add_parser("status", formatter_class=_WithDefaults, help="trials finished, running, stopped early or errored, and the best so far")
+    stat = commands.add_parser(
+        "status",
+        formatter_class=_WithDefaults,
+        help="trials finished, running, stopped early or errored, and the best so far",
+    )
     stat.set_defaults(command=show_status)
     stat.add_argument("path", help="the sweep's folder or URI")
-    stat.add_argument("--watch", type=_seconds, nargs="?", const=30.0, metavar="SECONDS",
-                      help="print it again every SECONDS (default 30) until the sweep ends; Ctrl-C leaves")
+    stat.add_argument(
+        "--watch",
+        type=_seconds,
+        nargs="?",
+        const=30.0,
+        metavar="SECONDS",
+        help="print it again every SECONDS (default 30) until the sweep ends; Ctrl-C leaves",
+    )
     stat.add_argument("--json", action="store_true", help="one JSON object per print, on stdout")
 
-    bencher = commands.add_parser("bench", formatter_class=_WithDefaults,
-                                  help="overheads of the trainer, Ray Tune and ASHA, threads, memory, pixel speed: ratios measured side by side")
+    bencher = commands.add_parser(
+        "bench",
+        formatter_class=_WithDefaults,
+        help="overheads of the trainer, Ray Tune and ASHA, threads, memory, pixel speed: ratios measured side by side",
+    )
     bencher.set_defaults(command=bench)
-    bencher.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)")
+    bencher.add_argument(
+        "--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)"
+    )
     bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")
-    bencher.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                         help="cuda: the pixel measures on a GPU (fp32/bf16/fp16) and 1/2/4/8 trials packed on it")
+    bencher.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cuda: the pixel measures on a GPU (fp32/bf16/fp16) and 1/2/4/8 trials packed on it",
+    )
     return top
 
 

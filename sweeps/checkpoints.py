@@ -27,7 +27,6 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.parquet"
 
 
-
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a plain tensor file; the message names it."""
 
@@ -82,7 +81,11 @@ def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tu
             print(f"trial {trial}: {error}", file=sys.stderr, flush=True)
             continue
         if candidate is not checkpoint:
-            print(f"trial {trial}: going on from the previous checkpoint {candidate.path} (epoch {state['epoch']})", file=sys.stderr, flush=True)
+            print(
+                f"trial {trial}: going on from the previous checkpoint {candidate.path} (epoch {state['epoch']})",
+                file=sys.stderr,
+                flush=True,
+            )
         return state, history
     print(f"trial {trial}: no readable checkpoint left: starting again from scratch", file=sys.stderr, flush=True)
     return None, []
@@ -106,9 +109,18 @@ def mend_records(sweep_dir: str) -> None:
         source = _newest_up_to(recorded, int(logged["epoch"].max()) if "epoch" in logged and len(logged) else 0)
         recorded.filesystem.create_dir(recorded.path)
         if source is not None:
-            pyarrow.fs.copy_files(source.path, recorded.path, source_filesystem=source.filesystem, destination_filesystem=recorded.filesystem)
-        print(f"trial {trial.trial_id}: Ray's record names {recorded.path}, which is gone: going on from "
-              f"{source.path if source else 'scratch'}", file=sys.stderr, flush=True)
+            pyarrow.fs.copy_files(
+                source.path,
+                recorded.path,
+                source_filesystem=source.filesystem,
+                destination_filesystem=recorded.filesystem,
+            )
+        print(
+            f"trial {trial.trial_id}: Ray's record names {recorded.path}, which is gone: going on from "
+            f"{source.path if source else 'scratch'}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _newest_up_to(checkpoint: tune.Checkpoint, epoch: int) -> tune.Checkpoint | None:

@@ -64,7 +64,9 @@ def check_cluster(address: str, given_as: str = "--address", timeout_s: float = 
     from ray._private.services import canonicalize_bootstrap_address
 
     if given_as == "--address":
-        hint = "start one with `ray start --head` or `ray up cluster.yaml`, or leave out --address to run on a local Ray"
+        hint = (
+            "start one with `ray start --head` or `ray up cluster.yaml`, or leave out --address to run on a local Ray"
+        )
     else:
         hint = "start the cluster it names, or unset RAY_ADDRESS to run on a local Ray"
     try:
@@ -93,5 +95,7 @@ def machine_resources() -> dict:
 def _check_fits(sweep: Sweep, resources: dict) -> None:
     for name, wanted in (("GPU", sweep.gpus_per_trial), ("CPU", sweep.cpus_per_trial)):
         if wanted > resources.get(name, 0):
-            raise SweepError(f"each trial asks for {wanted:g} {name}s but this machine has {resources.get(name, 0):g}: "
-                             f"lower --{name.lower()}s-per-trial, or run on a cluster with --address")
+            raise SweepError(
+                f"each trial asks for {wanted:g} {name}s but this machine has {resources.get(name, 0):g}: "
+                f"lower --{name.lower()}s-per-trial, or run on a cluster with --address"
+            )

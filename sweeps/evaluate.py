@@ -46,9 +46,17 @@ def load(path: str | Path) -> Trained:
         model = LSTMAutoencoder.from_config(state["model_config"])
         model.load_state_dict(state["model"])
     except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise EvaluationError(f"{path} is not a usable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        raise EvaluationError(
+            f"{path} is not a usable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
     model.eval()
-    return Trained(storage.parent_and_name(model_file)[0], model, state.get("hyperparameters", {}), state.get("data"), int(state["epoch"]))
+    return Trained(
+        storage.parent_and_name(model_file)[0],
+        model,
+        state.get("hyperparameters", {}),
+        state.get("data"),
+        int(state["epoch"]),
+    )
 
 
 def _model_file(location: str) -> str | None:
@@ -67,10 +75,14 @@ def splits_of(trained: Trained, data: str | None = None) -> Splits:
     """The splits the checkpoint's trial was trained on, from `data` where the data has moved."""
     record = trained.data
     if not record:
-        raise EvaluationError(f"{trained.path} does not record its data (saved before checkpoints did): use `sweeps report` on its sweep")
+        raise EvaluationError(
+            f"{trained.path} does not record its data (saved before checkpoints did): use `sweeps report` on its sweep"
+        )
     entry = EXPERIMENTS.get(record["experiment"])
     if entry is None:
-        raise EvaluationError(f"the checkpoint's experiment {record['experiment']!r} is not one of this version's: {', '.join(EXPERIMENTS)}")
+        raise EvaluationError(
+            f"the checkpoint's experiment {record['experiment']!r} is not one of this version's: {', '.join(EXPERIMENTS)}"
+        )
     path = data or record["path"]
     if SOURCES[entry.source].needs and data is None and not Path(path).exists():
         raise EvaluationError(f"the checkpoint's data {path} is not here: pass --data ({SOURCES[entry.source].needs})")
@@ -98,4 +110,10 @@ def metrics(trained: Trained, splits: Splits, split: str = "test") -> dict:
         raise EvaluationError(f"unknown --split {split!r}: choose {' or '.join(SPLITS)}")
     hp = trained.hyperparameters
     normalizer = splits.meta.get("normalizer", {}).get(split)
-    return evaluate(trained.model, getattr(splits, split), hp.get("recon_weight", 0.5), normalizer, precision=hp.get("precision", "fp32"))
+    return evaluate(
+        trained.model,
+        getattr(splits, split),
+        hp.get("recon_weight", 0.5),
+        normalizer,
+        precision=hp.get("precision", "fp32"),
+    )

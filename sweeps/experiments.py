@@ -131,7 +131,12 @@ def _standard_range(name: str, values: list) -> Range:
 
 # Measured on the pixel sequences (README): a layer-normalised encoder, chrono gate biases (forget gates that
 # remember up to 784 steps), orthogonal recurrent weights, a cosine schedule.
-PIXEL_RECIPE = {"encoder_cell": "layernorm", "gate_bias": "chrono", "recurrent_init": "orthogonal", "schedule": "cosine"}
+PIXEL_RECIPE = {
+    "encoder_cell": "layernorm",
+    "gate_bias": "chrono",
+    "recurrent_init": "orthogonal",
+    "schedule": "cosine",
+}
 _MNIST_QUICK = dict(loader={"val_size": 1000}, limit={"train": 2000, "val": 500, "test": 500})
 _MNIST_ROWS = Experiment(
     name="mnist-rows",
@@ -227,7 +232,9 @@ EXPERIMENTS = {
             metric="val_mse",
             mode="min",
             presets={
-                "quick": Preset(epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK),
+                "quick": Preset(
+                    epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK
+                ),
                 "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
             },
         ),
@@ -244,7 +251,9 @@ EXPERIMENTS = {
             metric="val_pred_mae_original",
             mode="min",
             presets={
-                "quick": Preset(epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK),
+                "quick": Preset(
+                    epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK
+                ),
                 "paper": Preset(epochs=3000, grace_period=100, checkpoint_every=20),
             },
         ),

@@ -25,7 +25,9 @@ DPI = 110
 STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
 # No offset on axes ("1e-5 + 1.1984" over a flat curve collides with the title): full tick values instead.
-plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.formatter.useoffset": False})
+plt.rcParams.update(
+    {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.formatter.useoffset": False}
+)
 FEW_EPOCHS = 25  # curves this short get a marker per epoch: a single epoch is a point, not an invisible line
 
 
@@ -71,7 +73,9 @@ def _marker(epochs: pd.Series, marker: str = "o") -> str | None:
     return marker if epochs.nunique() <= FEW_EPOCHS else None
 
 
-def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str, best_label: str) -> plt.Figure:
+def validation_curves(
+    metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str, best_label: str
+) -> plt.Figure:
     """Every trial's validation metric per epoch; the best in bold, named by `best_label` (its hyperparameter values);
     trials ASHA stopped marked where they stopped."""
     figure, ax = _subplots(figsize=SIZE)
@@ -79,11 +83,26 @@ def validation_curves(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, 
     for trial_id, curve in metrics.groupby("trial_id"):
         if trial_id == best_id:
             continue
-        ax.plot(curve.epoch, curve[metric], color="0.6", linewidth=0.8, linestyle="-", marker=_marker(metrics.epoch), markersize=3)
+        ax.plot(
+            curve.epoch,
+            curve[metric],
+            color="0.6",
+            linewidth=0.8,
+            linestyle="-",
+            marker=_marker(metrics.epoch),
+            markersize=3,
+        )
         if trial_id in stopped:
             ax.plot(curve.epoch.iloc[-1], curve[metric].iloc[-1], marker="x", color="0.3", linestyle="none")
     best = metrics[metrics.trial_id == best_id]
-    ax.plot(best.epoch, best[metric], color="black", linewidth=2.2, marker=_marker(metrics.epoch), label=f"best trial: {best_label}")
+    ax.plot(
+        best.epoch,
+        best[metric],
+        color="black",
+        linewidth=2.2,
+        marker=_marker(metrics.epoch),
+        label=f"best trial: {best_label}",
+    )
     ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
     if stopped:
         ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early by ASHA")
@@ -103,7 +122,15 @@ def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id:
     positions = values.map({v: i for i, v in enumerate(sorted(values.unique()))}) if categorical else values
     ax.plot(positions, trials[score], marker="o", linestyle="none", color="0.4", label="trial")
     best = trials.trial_id == best_id
-    ax.plot(positions[best], trials.loc[best, score], marker="*", markersize=14, linestyle="none", color="black", label="best trial")
+    ax.plot(
+        positions[best],
+        trials.loc[best, score],
+        marker="*",
+        markersize=14,
+        linestyle="none",
+        color="black",
+        label="best trial",
+    )
     if categorical:
         ax.set_xticks(range(values.nunique()), sorted(values.unique()))
     elif name == "lr":
@@ -117,10 +144,19 @@ def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id:
 def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> plt.Figure:
     """Each configuration's best value over its seeds: one point per seed, the mean with one standard deviation.
     `summary`: configurations ranked best first, with `label` (its values), `mean`, `std` and `members` (trial ids)."""
-    figure, ax = _subplots(figsize=(SIZE[0], min(SIZE[1], 0.5 * len(summary) + 1.5) if len(summary) < 6 else 0.35 * len(summary) + 1))
+    figure, ax = _subplots(
+        figsize=(SIZE[0], min(SIZE[1], 0.5 * len(summary) + 1.5) if len(summary) < 6 else 0.35 * len(summary) + 1)
+    )
     score = trials.set_index("trial_id")[f"best_{metric}"]
     for row, config in enumerate(summary.itertuples()):
-        ax.plot(score[list(config.members)], [row] * len(config.members), marker="o", linestyle="none", color="0.55", markersize=4)
+        ax.plot(
+            score[list(config.members)],
+            [row] * len(config.members),
+            marker="o",
+            linestyle="none",
+            color="0.55",
+            markersize=4,
+        )
         ax.errorbar(config.mean, row, xerr=config.std, marker="D", color="black", capsize=3, markersize=5)
     ax.set_yticks(range(len(summary)), summary.label)
     ax.set_ylim(len(summary) - 0.5, -0.5)  # the best on top, half a row of room around each
@@ -142,7 +178,9 @@ def importances(values: dict) -> plt.Figure:
 def signal_examples(examples: dict) -> plt.Figure:
     """A few signals from each split, one panel each, a column per split: {"train": (k, T) array, ...}."""
     rows = max(len(signals) for signals in examples.values())
-    figure, axes = _subplots(rows, len(examples), figsize=(SIZE[0], 1.6 * rows + 0.6), sharex=True, sharey=True, squeeze=False)
+    figure, axes = _subplots(
+        rows, len(examples), figsize=(SIZE[0], 1.6 * rows + 0.6), sharex=True, sharey=True, squeeze=False
+    )
     for column, (split, signals) in enumerate(examples.items()):
         for row, signal in enumerate(signals):
             axes[row, column].plot(signal, color="black", linewidth=1)
@@ -155,8 +193,13 @@ def signal_examples(examples: dict) -> plt.Figure:
 
 
 # The y axis of each learning-curve panel (the data are scaled to [0, 1] or normalised: MSEs have no unit).
-PART_LABELS = {"loss": "loss (weighted sum of the parts)", "mse": "reconstruction MSE", "ce": "cross-entropy (nats)",
-               "pred_mse": "next-step prediction MSE", "accuracy": "accuracy (fraction correct)"}
+PART_LABELS = {
+    "loss": "loss (weighted sum of the parts)",
+    "mse": "reconstruction MSE",
+    "ce": "cross-entropy (nats)",
+    "pred_mse": "next-step prediction MSE",
+    "accuracy": "accuracy (fraction correct)",
+}
 
 
 def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance: float | None = None) -> plt.Figure:
@@ -168,7 +211,15 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance:
             column = f"{split}_{part}"
             if column in history:
                 marker = _marker(history.epoch, "o" if split == "train" else "s")
-                ax.plot(history.epoch, history[column], linestyle=style, color="black", marker=marker, markersize=4, label=split)
+                ax.plot(
+                    history.epoch,
+                    history[column],
+                    linestyle=style,
+                    color="black",
+                    marker=marker,
+                    markersize=4,
+                    label=split,
+                )
         if "accuracy" not in part:
             _log_if_positive(ax, history[[c for c in (f"train_{part}", f"val_{part}") if c in history]].values.ravel())
         elif chance is not None:
@@ -180,8 +231,14 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance:
     return figure
 
 
-def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str], ylabel: str, title: str,
-                    xlabel: str = "time step") -> plt.Figure:
+def reconstructions(
+    originals: np.ndarray,
+    reconstructed: np.ndarray,
+    labels: list[str],
+    ylabel: str,
+    title: str,
+    xlabel: str = "time step",
+) -> plt.Figure:
     """Original (solid) and reconstruction (dashed) of a few sequences, one panel each."""
     figure, axes = _subplots(len(originals), 1, figsize=(SIZE[0], 2 * len(originals)), sharex=True)
     for ax, original, recon, label in zip(np.atleast_1d(axes), originals, reconstructed, labels):
@@ -216,8 +273,13 @@ def confusion(matrix: np.ndarray, accuracy: float) -> plt.Figure:
     threshold = matrix.max() / 2
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > threshold else "black")
-    ax.set(title=f"test confusion matrix (accuracy {accuracy:.2%})", xlabel="predicted digit", ylabel="true digit",
-           xticks=range(len(matrix)), yticks=range(len(matrix)))
+    ax.set(
+        title=f"test confusion matrix (accuracy {accuracy:.2%})",
+        xlabel="predicted digit",
+        ylabel="true digit",
+        xticks=range(len(matrix)),
+        yticks=range(len(matrix)),
+    )
     return figure
 
 
@@ -226,7 +288,11 @@ def prices(frame: pd.DataFrame) -> plt.Figure:
     figure, ax = _subplots(figsize=SIZE)
     for i, ticker in enumerate(frame.columns):
         ax.plot(frame.index, frame[ticker], linestyle=STYLES[i % len(STYLES)], color="black", label=ticker)
-    ax.set(title=f"daily high, {frame.index[0]:%Y-%m-%d} to {frame.index[-1]:%Y-%m-%d}", xlabel="date", ylabel="price (USD)")
+    ax.set(
+        title=f"daily high, {frame.index[0]:%Y-%m-%d} to {frame.index[-1]:%Y-%m-%d}",
+        xlabel="date",
+        ylabel="price (USD)",
+    )
     ax.legend()
     figure.autofmt_xdate()
     return figure
@@ -239,7 +305,15 @@ def forecasts(truth: np.ndarray, lines: dict, labels: list[str], start: int, tit
         ax.plot(truth[k], color="black", linestyle="-", label="truth")
         for i, (name, values) in enumerate(lines.items()):
             steps = np.arange(start, start + values.shape[1])
-            ax.plot(steps, values[k], linestyle=STYLES[(i + 1) % len(STYLES)], marker=MARKERS[i], markersize=2.5, color="0.4" if i else "0.1", label=name)
+            ax.plot(
+                steps,
+                values[k],
+                linestyle=STYLES[(i + 1) % len(STYLES)],
+                marker=MARKERS[i],
+                markersize=2.5,
+                color="0.4" if i else "0.1",
+                label=name,
+            )
         if start > 1:
             ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=label, ylabel="price (USD)")

@@ -14,7 +14,13 @@ from lstm_ae.train import PRECISIONS, SCHEDULES, Hyperparameters
 MODEL = ("hidden_size", "encoder_cell", "gate_bias", "recurrent_init")  # fields of ModelConfig
 TRAINING = ("batch_size", "lr", "grad_clip", "recon_weight", "schedule", "precision")  # fields of Hyperparameters
 NAMES = MODEL + TRAINING
-CHOICES = {"encoder_cell": CELLS, "gate_bias": GATE_BIASES, "recurrent_init": RECURRENT_INITS, "schedule": SCHEDULES, "precision": PRECISIONS}
+CHOICES = {
+    "encoder_cell": CELLS,
+    "gate_bias": GATE_BIASES,
+    "recurrent_init": RECURRENT_INITS,
+    "schedule": SCHEDULES,
+    "precision": PRECISIONS,
+}
 # Placeholders for what a check needs but a sweep does not set: the real ones come with the data.
 _SHAPE = {"input_size": 1, "steps": 3}  # 3: the shortest sequence chrono accepts; every experiment's is longer
 _REQUIRED = {"hidden_size": 1, "batch_size": 1, "lr": 1.0}  # fields without a default in lstm_ae

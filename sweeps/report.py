@@ -11,54 +11,17 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 from ray.tune.search.optuna import OptunaSearch
 
-from lstm_ae.data import DataError, Splits, snp500
-from lstm_ae.forecast import multi_step, one_step, persistence
-from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints, collect, evaluate, figures, status, storage
+from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
 from sweeps.sweep import Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
-FIGURES = "figures"
-
-
-@dataclass
-class Context:
-    """What the experiment-specific figures draw from: the best trial's model, data and history."""
-
-    sweep: Sweep
-    best: pd.Series  # the best trial's row of trials.parquet
-    history: pd.DataFrame  # its rows of metrics.parquet
-    trained: evaluate.Trained  # the checkpoint evaluated: the best of those kept
-    splits: Splits
-    folder: str  # figures/, a local path or a URI
-    tables: list  # markdown sections the figures add (e.g. the forecast errors)
-    format: str = "png"  # of the figures: figures.FORMATS
-
-    @property
-    def model(self) -> LSTMAutoencoder:
-        return self.trained.model
-
-    @property
-    def epoch(self) -> int:
-        return self.trained.epoch
-
-    def save(self, figure, name: str, caption: str) -> tuple[str, str]:
-        figures.save(figure, storage.join(self.folder, f"{name}.{self.format}"), self.format)
-        return f"{FIGURES}/{name}.{self.format}", caption
-
-    def pick(self, n: int, count: int | None = None) -> torch.Tensor:
-        """n distinct indices below `count` (default: the test sequences), drawn at random but seeded:
-        the same ones in every report of this sweep."""
-        count = len(self.splits.test) if count is None else count
-        return torch.randperm(count, generator=torch.Generator().manual_seed(self.sweep.seed))[:n]
 
 
 def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained | None:
@@ -71,8 +34,11 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
             value = float(storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))[metric].iloc[-1])
             trained = evaluate.load(path)
         except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
-            print(f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                file=sys.stderr,
+                flush=True,
+            )
             continue
         scored.append((value if mode == "min" else -value, trained))
     finite = [s for s in scored if math.isfinite(s[0])]
@@ -104,12 +70,16 @@ def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format:
     # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a readable one.
     best, trained = _best_readable(choices, entry)
     if best is None:
-        sections.append("No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below.")
+        sections.append(
+            "No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below."
+        )
         sections.append(_trials_table(trials, sweep, top))
         return _write(sweep_dir, sections)
     if best.trial_id != choices.iloc[0].trial_id:
-        sections.append(f"> The best trial, `{choices.iloc[0].trial_id}`, has no readable checkpoint (stopped before its first, "
-                        f"or damaged): the report evaluates the best trial that has one.")
+        sections.append(
+            f"> The best trial, `{choices.iloc[0].trial_id}`, has no readable checkpoint (stopped before its first, "
+            f"or damaged): the report evaluates the best trial that has one."
+        )
     ctx = _context(sweep, best, trained, metrics, folder)
     ctx.format = format
     test = evaluate.metrics(ctx.trained, ctx.splits, "test")
@@ -136,50 +106,54 @@ def _context(sweep: Sweep, best: pd.Series, trained: evaluate.Trained, metrics: 
     return Context(sweep, best, history, trained, splits, folder, [])
 
 
-def _normalizer(splits: Splits, split: str):
-    return splits.meta.get("normalizer", {}).get(split)
-
-
 def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     entry = sweep.entry
     counted = status.counts(trials)
-    words = {"finished": "ran their whole budget", "stopped early": "stopped early by ASHA", "running": "still running",
-             "pending": "not started"}
+    words = {
+        "finished": "ran their whole budget",
+        "stopped early": "stopped early by ASHA",
+        "running": "still running",
+        "pending": "not started",
+    }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
-    return "\n".join([
-        f"# {entry.name}: {entry.description}",
-        "",
-        f"{len(trials)} trials ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
-        f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
-        "",
-        "Reproduce with:",
-        "",
-        f"    {command_line(sweep, relative_paths=True)}",
-    ])
+    return "\n".join(
+        [
+            f"# {entry.name}: {entry.description}",
+            "",
+            f"{len(trials)} trials ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
+            f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
+            "",
+            "Reproduce with:",
+            "",
+            f"    {command_line(sweep, relative_paths=True)}",
+        ]
+    )
 
 
 def _best_section(ctx: Context, test: dict) -> str:
     sweep, best, metric = ctx.sweep, ctx.best, ctx.sweep.entry.metric
     at_checkpoint = ctx.history.loc[ctx.history.epoch == ctx.epoch, metric]
-    swept = {name: _plain(best[f"config/{name}"]) for name in sweep.grid()}
+    swept = {name: plain(best[f"config/{name}"]) for name in sweep.grid()}
     rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in test.items())
-    return "\n".join([
-        "## Best trial",
-        "",
-        f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
-        f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
-        "",
-        f"Its best checkpoint kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
-        f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
-        "",
-        "| test metric | value |",
-        "| --- | --- |",
-        rows,
-        "",
-        "Evaluate that checkpoint again (paths relative to the folder the report was written from):",
-        "",
-        f"    {evaluate_command(ctx.trained.path, ctx.sweep.data)}",
-    ])
+    return "\n".join(
+        [
+            "## Best trial",
+            "",
+            f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
+            f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
+            "",
+            f"Its best checkpoint kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
+            f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
+            "",
+            "| test metric | value |",
+            "| --- | --- |",
+            rows,
+            "",
+            "Evaluate that checkpoint again (paths relative to the folder the report was written from):",
+            "",
+            f"    {evaluate_command(ctx.trained.path, ctx.sweep.data)}",
+        ]
+    )
 
 
 def evaluate_command(checkpoint, data: str | None) -> str:
@@ -201,37 +175,50 @@ def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[
         low, high = (min(values), max(values)) if sweep.search == "grid" else (searched.min(), searched.max())
         if value in (low, high):
             side = "smallest" if value == low else "largest"
-            warnings.append(f"> Warning: the best {name} ({_plain(value)}) is the {side} value searched: the optimum may lie beyond it.")
+            warnings.append(
+                f"> Warning: the best {name} ({plain(value)}) is the {side} value searched: the optimum may lie beyond it."
+            )
     return warnings
 
 
 def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame) -> list:
     sweep, best = ctx.sweep, ctx.best
     metric = sweep.entry.metric
-    label = _label(ctx)
+    label = trial_label(ctx)
     stopped = ", x where ASHA stopped a trial" if trials.stopped_early.any() else ""
-    shown = [ctx.save(figures.validation_curves(metrics, trials, metric, best.trial_id, label), "curves",
-                      f"{metric} per epoch for every trial; the best in bold{stopped}.")]
+    shown = [
+        ctx.save(
+            figures.validation_curves(metrics, trials, metric, best.trial_id, label),
+            "curves",
+            f"{metric} per epoch for every trial; the best in bold{stopped}.",
+        )
+    ]
     for name in sweep.grid():
-        shown.append(ctx.save(figures.hyperparameter_effect(trials, name, metric, best.trial_id), f"effect_{name}",
-                              f"Best {metric} of each trial against {name}."))
+        shown.append(
+            ctx.save(
+                figures.hyperparameter_effect(trials, name, metric, best.trial_id),
+                f"effect_{name}",
+                f"Best {metric} of each trial against {name}.",
+            )
+        )
     if len(seeds := _over_seeds(sweep, trials)):
-        shown.append(ctx.save(figures.seed_spread(seeds, trials, metric), "seeds",
-                              f"Best {metric} of each configuration over its {sweep.num_samples} seeds, ranked on the mean."))
+        shown.append(
+            ctx.save(
+                figures.seed_spread(seeds, trials, metric),
+                "seeds",
+                f"Best {metric} of each configuration over its {sweep.num_samples} seeds, ranked on the mean.",
+            )
+        )
         ctx.tables.append(_seeds_table(seeds, metric, sweep.num_samples))
     if sweep.search == "optuna" and (values := _importances(sweep, trials)):
-        shown.append(ctx.save(figures.importances(values), "importances",
-                              "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values."))
+        shown.append(
+            ctx.save(
+                figures.importances(values),
+                "importances",
+                "Hyperparameter importances computed by Optuna (fANOVA) from the trials' best values.",
+            )
+        )
     return shown
-
-
-def _swept_values(sweep: Sweep, trial: pd.Series) -> dict:
-    return {name: _plain(trial[f"config/{name}"]) for name in sweep.swept() if f"config/{name}" in trial}
-
-
-def _label(ctx: Context) -> str:
-    """The best trial named by its hyperparameter values (its id where nothing was swept)."""
-    return ", ".join(f"{k}={v}" for k, v in _swept_values(ctx.sweep, ctx.best).items()) or ctx.best.trial_id
 
 
 def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
@@ -242,29 +229,48 @@ def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
     names = [f"config/{name}" for name in sweep.grid()]
     usable = collect.ranked(trials, sweep.entry.metric, sweep.entry.mode)
     grouped = usable.groupby(names, dropna=False) if names else usable.groupby(lambda _: "all")
-    summary = grouped.agg(mean=(f"best_{sweep.entry.metric}", "mean"), std=(f"best_{sweep.entry.metric}", "std"),
-                          seeds=("trial_id", "size"), members=("trial_id", tuple)).reset_index()
-    summary["label"] = [", ".join(f"{n.removeprefix('config/')}={_plain(row[n])}" for n in names) or "all" for _, row in summary.iterrows()]
+    summary = grouped.agg(
+        mean=(f"best_{sweep.entry.metric}", "mean"),
+        std=(f"best_{sweep.entry.metric}", "std"),
+        seeds=("trial_id", "size"),
+        members=("trial_id", tuple),
+    ).reset_index()
+    summary["label"] = [
+        ", ".join(f"{n.removeprefix('config/')}={plain(row[n])}" for n in names) or "all"
+        for _, row in summary.iterrows()
+    ]
     return summary.sort_values("mean", ascending=sweep.entry.mode == "min", ignore_index=True)
 
 
 def _seeds_table(summary: pd.DataFrame, metric: str, seeds: int) -> str:
-    lines = [f"## Configurations over {seeds} seeds (best mean first)", "",
-             f"| configuration | seeds | mean best {metric} | std |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"## Configurations over {seeds} seeds (best mean first)",
+        "",
+        f"| configuration | seeds | mean best {metric} | std |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {c.label} | {c.seeds} | {_fmt(c.mean)} | {_fmt(c.std)} |" for c in summary.itertuples()]
     return "\n".join(lines)
 
 
 def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
     entry = sweep.entry
-    distributions = OptunaSearch.convert_search_space({k: r.to_tune() for k, r in entry.optuna_space(sweep.grid()).items()})
+    distributions = OptunaSearch.convert_search_space(
+        {k: r.to_tune() for k, r in entry.optuna_space(sweep.grid()).items()}
+    )
     study = optuna.create_study(direction="minimize" if entry.mode == "min" else "maximize")
     for _, trial in collect.ranked(trials, entry.metric, entry.mode).iterrows():
-        params = {name: _plain(trial[f"config/{name}"]) for name in distributions}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])))
+        params = {name: plain(trial[f"config/{name}"]) for name in distributions}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])
+            )
+        )
     if len(study.trials) < 2:
         return {}
-    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=sweep.seed))
+    return optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=sweep.seed)
+    )
 
 
 def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
@@ -272,12 +278,24 @@ def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
     ordered = trials.sort_values(f"best_{metric}", ascending=sweep.entry.mode == "min", na_position="last")
     names = list(sweep.swept())  # the grid, and the seed of each repeat (--num-samples)
     header = ["trial", *names, f"best {metric}", f"last {metric}", "epochs", "stopped early", "status", "wall time (s)"]
-    lines = [f"## All trials ({'top ' + str(top) + ' of ' if len(trials) > top else ''}{len(trials)}, best first)", "",
-             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = [
+        f"## All trials ({'top ' + str(top) + ' of ' if len(trials) > top else ''}{len(trials)}, best first)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
     for _, t in ordered.head(top).iterrows():
         status = "diverged" if t.diverged else t.status.lower()
-        cells = [t.trial_id, *[_plain(t[f"config/{n}"]) for n in names], _fmt(t[f"best_{metric}"]), _fmt(t[f"last_{metric}"]),
-                 t.epochs, "yes" if t.stopped_early else "no", status, f"{t.wall_time_s:.1f}"]
+        cells = [
+            t.trial_id,
+            *[plain(t[f"config/{n}"]) for n in names],
+            _fmt(t[f"best_{metric}"]),
+            _fmt(t[f"last_{metric}"]),
+            t.epochs,
+            "yes" if t.stopped_early else "no",
+            status,
+            f"{t.wall_time_s:.1f}",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines + _failures(trials))
 
@@ -287,137 +305,10 @@ def _failures(trials: pd.DataFrame) -> list[str]:
     failed = trials[trials["error"].notna()] if "error" in trials else trials.iloc[0:0]
     if failed.empty:
         return []
-    return ["", "Trials that failed, left out of the best-trial choice:", ""] + [f"- `{t.trial_id}`: {t.error}" for t in failed.itertuples()]
+    return ["", "Trials that failed, left out of the best-trial choice:", ""] + [
+        f"- `{t.trial_id}`: {t.error}" for t in failed.itertuples()
+    ]
 
 
 def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, (int, float, np.floating)) and not pd.isna(value) else "-"
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-# Experiment figures: each takes the Context and returns [(path, caption)].
-
-def signals(ctx: Context) -> list:
-    examples = {name: part.x[:3, :, 0].numpy() for name, part in ctx.splits.items()}
-    return [ctx.save(figures.signal_examples(examples), "signals", "Three example signals from each split.")]
-
-
-def loss_parts(ctx: Context) -> list:
-    parts = [p for p in ("loss", "mse", "ce", "pred_mse") if f"val_{p}" in ctx.history]
-    parts = parts if len(parts) > 2 else ["mse"]  # without a head, the loss is the MSE: one panel
-    figure = figures.learning_curves(ctx.history, parts, f"best trial ({_label(ctx)}): losses per epoch, train (solid) and validation (dashed)")
-    return [ctx.save(figure, "losses", "Loss per epoch of the best trial, train and validation" + (" (total and each part)." if len(parts) > 1 else "."))]
-
-
-def accuracy(ctx: Context) -> list:
-    chance = 1 / ctx.model.config.num_classes
-    figure = figures.learning_curves(ctx.history, ["accuracy"], f"best trial ({_label(ctx)}): accuracy per epoch", chance)
-    return [ctx.save(figure, "accuracy", "Classification accuracy per epoch of the best trial, train and validation.")]
-
-
-def reconstructions(ctx: Context) -> list:
-    rows = ctx.pick(3)
-    x = ctx.splits.test.x[rows]
-    recon = ctx.model(x).reconstruction.detach()
-    figure = figures.reconstructions(x[..., 0].numpy(), recon[..., 0].numpy(), [f"test signal {int(r)}" for r in rows], "value",
-                                     "test signals and their reconstructions by the best model")
-    return [ctx.save(figure, "reconstructions", "Three test signals (solid) and the best model's reconstructions (dashed).")]
-
-
-def digit_images(ctx: Context) -> list:
-    rows = ctx.pick(8)
-    x = ctx.splits.test.x[rows]
-    recon = ctx.model(x).reconstruction.detach().clamp(0, 1)
-    labels = [f"digit {int(y)}" for y in ctx.splits.test.y[rows]]
-    return [ctx.save(figures.digits(x.numpy(), recon.numpy(), labels), "digits", "Test digits drawn at random: originals above the best model's reconstructions.")]
-
-
-def confusion(ctx: Context) -> list:
-    test = ctx.splits.test
-    with torch.no_grad():
-        predicted = torch.cat([ctx.model(x).logits.argmax(1) for x in test.x.split(1024)])
-    matrix = np.zeros((ctx.splits.num_classes,) * 2, dtype=int)
-    np.add.at(matrix, (test.y.numpy(), predicted.numpy()), 1)
-    accuracy = float((predicted == test.y).float().mean())
-    return [ctx.save(figures.confusion(matrix, accuracy), "confusion", f"Confusion matrix of the test split: accuracy {accuracy:.2%}.")]
-
-
-def stock_prices(ctx: Context) -> list:
-    try:
-        frame = snp500.series(ctx.sweep.data_path(), ("AMZN", "GOOGL"))
-    except DataError as error:
-        ctx.tables.append(f"(The AMZN and GOOGL figure is left out: {error}.)")
-        return []
-    return [ctx.save(figures.prices(frame), "amzn_googl", "Daily high of AMZN and GOOGL over the period, from the data file.")]
-
-
-def stock_reconstructions(ctx: Context) -> list:
-    per_stock = ctx.splits.meta["sequences_per_stock"]
-    stocks = ctx.pick(3, count=math.ceil(len(ctx.splits.test) / per_stock)).tolist()  # stocks with a test sequence
-    rows = torch.tensor([s * per_stock for s in stocks])  # each stock's first sequence
-    x = ctx.splits.test.x[rows]
-    normalizer = _normalizer(ctx.splits, "test")
-    dollars = normalizer.invert(x, rows)[..., 0].numpy()
-    recon = normalizer.invert(ctx.model(x).reconstruction.detach(), rows)[..., 0].numpy()
-    labels = [_sequence_label(ctx.splits, int(row)) for row in rows]
-    figure = figures.reconstructions(dollars, recon, labels, "price (USD)", "test stocks and their reconstructions, in dollars",
-                                     xlabel="trading day in the sequence")
-    return [ctx.save(figure, "stock_reconstructions", "Three test stocks' daily highs (solid) and the best model's reconstructions (dashed), in dollars.")]
-
-
-def stock_forecasts(ctx: Context) -> list:
-    test = ctx.splits.test
-    normalizer = _normalizer(ctx.splits, "test")
-    observed = test.x.shape[1] // 2
-    dollars = normalizer.invert(test.x)
-    model_one = normalizer.invert(one_step(ctx.model, test.x))[:, :-1]
-    model_multi = normalizer.invert(multi_step(ctx.model, test.x, observed))
-    rows = ctx.pick(3)
-    labels = [_sequence_label(ctx.splits, int(r)) for r in rows]
-    truth = dollars[rows, :, 0].numpy()
-    one = {"model, one step": model_one[rows, :, 0].numpy(), "persistence": persistence(dollars)[rows, :-1, 0].numpy()}
-    multi = {"model, multi-step": model_multi[rows, :, 0].numpy(), "persistence": persistence(dollars, observed)[rows, :, 0].numpy()}
-    shown = [
-        ctx.save(figures.forecasts(truth, one, labels, 1, "next-day prediction on test sequences, in dollars"), "one_step",
-                 "Next-day prediction of test sequences: the model (having seen every day up to the one before) and persistence (tomorrow = today)."),
-        ctx.save(figures.forecasts(truth, multi, labels, observed, f"days {observed + 1} to {test.x.shape[1]} predicted from the first {observed}, in dollars"), "multi_step",
-                 f"Multi-step prediction: the first {observed} days observed, the rest predicted from the model's own outputs, against persistence."),
-    ]
-    errors = {
-        ("one step", "model"): (model_one - dollars[:, 1:]).abs().mean(),
-        ("one step", "persistence"): (persistence(dollars)[:, :-1] - dollars[:, 1:]).abs().mean(),
-        ("multi-step", "model"): (model_multi - dollars[:, observed:]).abs().mean(),
-        ("multi-step", "persistence"): (persistence(dollars, observed) - dollars[:, observed:]).abs().mean(),
-    }
-    table = ["## Forecast errors on the test split (mean absolute error, USD)", "",
-             f"{len(test)} test sequences of {test.x.shape[1]} days; multi-step predicts days {observed + 1}..{test.x.shape[1]} from the first {observed}.", "",
-             "| forecast | model | persistence (tomorrow = today) |", "| --- | --- | --- |"]
-    for horizon in ("one step", "multi-step"):
-        table.append(f"| {horizon} | {float(errors[(horizon, 'model')]):.4f} | {float(errors[(horizon, 'persistence')]):.4f} |")
-    ctx.tables.append("\n".join(table))
-    return shown
-
-
-def _sequence_label(splits: Splits, row: int) -> str:
-    per_stock = splits.meta["sequences_per_stock"]
-    ticker = splits.meta["tickers"]["test"][row // per_stock]
-    seq_len = splits.test.x.shape[1]
-    start = (row % per_stock) * seq_len
-    dates = splits.meta["dates"]
-    return f"{ticker}, {dates[start]} to {dates[start + seq_len - 1]}"
-
-
-EXPERIMENT_FIGURES = {
-    "signals": signals,
-    "losses": loss_parts,
-    "accuracy": accuracy,
-    "reconstructions": reconstructions,
-    "digits": digit_images,
-    "confusion": confusion,
-    "prices": stock_prices,
-    "stock_reconstructions": stock_reconstructions,
-    "forecasts": stock_forecasts,
-}

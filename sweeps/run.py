@@ -71,10 +71,7 @@ def build_datasets(sweep: Sweep) -> dict:
     grid = {**{k: [v] for k, v in sweep.fixed().items()}, **sweep.grid()}
     combos = itertools.product(*(grid[name] for name in entry.data_params))
     try:
-        return {
-            key: entry.load(path, sweep.seed, sweep.preset, **dict(zip(entry.data_params, key)))
-            for key in combos
-        }
+        return {key: entry.load(path, sweep.seed, sweep.preset, **dict(zip(entry.data_params, key))) for key in combos}
     except (DataError, ValueError, TypeError) as error:  # a loader's own checks, or a data option of the wrong type
         raise SweepError(str(error)) from None
 
@@ -83,7 +80,9 @@ def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previo
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
     data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
-    parameters = tune.with_parameters(train, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint)
+    parameters = tune.with_parameters(
+        train, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint
+    )
     return tune.with_resources(parameters, resources)
 
 
@@ -99,9 +98,13 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
     preset = entry.presets[sweep.preset]
     scheduler = None
     if sweep.early_stop:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget))
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget)
+        )
     if sweep.search == "optuna":
-        search_alg = OptunaSearch(seed=sweep.seed, study_name=storage.parent_and_name(sweep_dir)[1], storage=optuna_storage(sweep_dir))
+        search_alg = OptunaSearch(
+            seed=sweep.seed, study_name=storage.parent_and_name(sweep_dir)[1], storage=optuna_storage(sweep_dir)
+        )
         num_samples = sweep.num_samples or len(sweep.configs())
     else:
         trials = sweep.trial_order()
@@ -125,12 +128,19 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         failure_config=tune.FailureConfig(max_failures=3),  # a killed worker restarts from its last checkpoint
         # The two best checkpoints by the metric, and always the latest (to resume from). Ray snapshots the
         # experiment each time a trial saved num_to_keep checkpoints: 1 would snapshot at every checkpoint.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode
+        ),
         # result.json feeds collect; the others only when asked for (TensorBoard's doubled Tune's cost per epoch).
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *logger_callbacks(sweep, sweep_dir)],
         verbose=1,
     )
-    return tune.Tuner(trainable(sweep, datasets), param_space=space or param_space(sweep), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(
+        trainable(sweep, datasets),
+        param_space=space or param_space(sweep),
+        tune_config=tune_config,
+        run_config=run_config,
+    )
 
 
 def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
@@ -176,7 +186,9 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
         sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
     name = name or f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_PATTERN.match(name):
-        raise SweepError(f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path")
+        raise SweepError(
+            f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path"
+        )
     storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
@@ -184,15 +196,21 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     try:
         storage.check_writable(storage.absolute(storage_path))
     except OSError as error:
-        raise SweepError(f"cannot write to the storage path {storage_path} ({error.strerror or error}): choose a writable --storage") from None
+        raise SweepError(
+            f"cannot write to the storage path {storage_path} ({error.strerror or error}): choose a writable --storage"
+        ) from None
     return sweep_dir, datasets
 
 
 def _check_free(sweep_dir: str) -> None:
     if storage.exists(storage.join(sweep_dir, SWEEP_FILE)):
-        raise SweepError(f"sweep folder {sweep_dir} already holds a sweep: continue it with `sweeps resume {sweep_dir}` or choose another --name")
+        raise SweepError(
+            f"sweep folder {sweep_dir} already holds a sweep: continue it with `sweeps resume {sweep_dir}` or choose another --name"
+        )
     if not storage.is_empty(sweep_dir):
-        raise SweepError(f"{sweep_dir} exists and is not a sweep folder: choose another --name (nothing there was touched)")
+        raise SweepError(
+            f"{sweep_dir} exists and is not a sweep folder: choose another --name (nothing there was touched)"
+        )
 
 
 def claim(sweep: Sweep, sweep_dir: str) -> None:
@@ -221,7 +239,9 @@ def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | 
     return continue_sweep(sweep_dir, sweep, datasets, on_corrupt_checkpoint)
 
 
-def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> tuple[Sweep, dict]:
+def prepare_resume(
+    sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None
+) -> tuple[Sweep, dict]:
     """resume's checks and data, before Ray starts: (the sweep as recorded, its data)."""
     check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
@@ -232,18 +252,24 @@ def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data
     try:
         restorable = tune.Tuner.can_restore(sweep_dir)
     except Exception as error:  # Ray's own state file, damaged
-        raise SweepError(f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "
-                         "there are intact: report it with `sweeps report`, or run it again under another --name") from None
+        raise SweepError(
+            f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "
+            "there are intact: report it with `sweeps report`, or run it again under another --name"
+        ) from None
     if not restorable:
-        raise SweepError(f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): "
-                         f"remove the folder and run `{command_line(sweep)}` again")
+        raise SweepError(
+            f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): "
+            f"remove the folder and run `{command_line(sweep)}` again"
+        )
     return sweep, build_datasets(sweep)
 
 
 def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous") -> str:
     sweep_dir = storage.absolute(sweep_dir)
     checkpoints.mend_records(sweep_dir)
-    tuner = tune.Tuner.restore(sweep_dir, trainable(sweep, datasets, on_corrupt_checkpoint), resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(
+        sweep_dir, trainable(sweep, datasets, on_corrupt_checkpoint), resume_unfinished=True, resume_errored=True
+    )
     return run_tuner(tuner, sweep_dir)
 
 
@@ -286,5 +312,3 @@ def tune_settings() -> None:
       in the quick grid the driver, snapshots and all, used 8% of the CPU time of each trial worker (measured)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
-
-

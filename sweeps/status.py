@@ -67,23 +67,30 @@ def read(sweep_dir: str) -> Status:
     sweep = load_sweep(sweep_dir)
     trials, metrics = collect.collect(sweep_dir)
     entry = sweep.entry
-    state = Status(sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials))
+    state = Status(
+        sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials)
+    )
     if trials.empty:
         return state
     swept = [name for name in sweep.swept() if f"config/{name}" in trials]
     for _, trial in trials[_running(trials)].iterrows():
-        state.running.append({
-            "trial_id": trial.trial_id,
-            "config": {name: _plain(trial[f"config/{name}"]) for name in swept},
-            "epoch": int(trial.epochs),
-            "budget": int(trial["config/epochs"]),
-            "value": _finite(trial.get(f"last_{entry.metric}")),
-        })
+        state.running.append(
+            {
+                "trial_id": trial.trial_id,
+                "config": {name: _plain(trial[f"config/{name}"]) for name in swept},
+                "epoch": int(trial.epochs),
+                "budget": int(trial["config/epochs"]),
+                "value": _finite(trial.get(f"last_{entry.metric}")),
+            }
+        )
     ranked = collect.ranked(trials, entry.metric, entry.mode)
     if len(ranked):
         top = ranked.iloc[0]
-        state.best = {"trial_id": top.trial_id, "config": {n: _plain(top[f"config/{n}"]) for n in swept},
-                      "value": float(top[f"best_{entry.metric}"])}
+        state.best = {
+            "trial_id": top.trial_id,
+            "config": {n: _plain(top[f"config/{n}"]) for n in swept},
+            "value": float(top[f"best_{entry.metric}"]),
+        }
     state.elapsed_s = _elapsed(sweep_dir)
     state.left_s = _time_left(trials, metrics, state, sweep)
     return state
@@ -97,7 +104,9 @@ def planned_trials(sweep: Sweep) -> int:
 
 def _elapsed(sweep_dir: str) -> float | None:
     try:
-        created = datetime.strptime(storage.read_json(storage.join(sweep_dir, SWEEP_FILE))["created"], "%Y-%m-%dT%H:%M:%S%z")
+        created = datetime.strptime(
+            storage.read_json(storage.join(sweep_dir, SWEEP_FILE))["created"], "%Y-%m-%dT%H:%M:%S%z"
+        )
     except (KeyError, ValueError, TypeError):
         return None
     return max(0.0, time.time() - created.timestamp())
@@ -117,13 +126,19 @@ def _time_left(trials: pd.DataFrame, metrics: pd.DataFrame, state: Status, sweep
 
 def text(state: Status) -> str:
     counted = ", ".join(f"{n} {what}" for what, n in state.counts.items())
-    lines = [f"{state.sweep_dir}: {state.created} of {state.total} trials of {state.experiment} "
-             f"({state.preset}, {state.search}): {counted}"]
+    lines = [
+        f"{state.sweep_dir}: {state.created} of {state.total} trials of {state.experiment} "
+        f"({state.preset}, {state.search}): {counted}"
+    ]
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
-        lines.append(f"  running {r['trial_id']} {_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}")
+        lines.append(
+            f"  running {r['trial_id']} {_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
+        )
     if state.best:
-        lines.append(f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']} {state.best['config']}")
+        lines.append(
+            f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']} {state.best['config']}"
+        )
     timing = []
     if state.elapsed_s is not None:
         timing.append(f"elapsed {_duration(state.elapsed_s)}")

@@ -66,7 +66,9 @@ def _fs(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
         return pyarrow.fs.FileSystem.from_uri(absolute(location))
     except (ValueError, NotImplementedError, pyarrow.ArrowException) as error:  # ArrowInvalid is a ValueError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StorageError(f"cannot use {location} as storage ({reason}): give a local folder or a file://, s3:// or gs:// URI") from None
+        raise StorageError(
+            f"cannot use {location} as storage ({reason}): give a local folder or a file://, s3:// or gs:// URI"
+        ) from None
 
 
 def is_empty(location: str) -> bool:

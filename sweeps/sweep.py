@@ -86,7 +86,11 @@ class Sweep:
 
     def swept(self) -> dict:
         """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples)."""
-        seeds = {"seed": list(range(self.seed, self.seed + self.num_samples))} if self.num_samples and self.num_samples > 1 else {}
+        seeds = (
+            {"seed": list(range(self.seed, self.seed + self.num_samples))}
+            if self.num_samples and self.num_samples > 1
+            else {}
+        )
         return {**seeds, **self.grid()}
 
     def trial_order(self) -> list[dict]:
@@ -106,7 +110,9 @@ class Sweep:
     def validate(self) -> None:
         """Everything that can be known wrong before Ray starts, as a SweepError."""
         if self.experiment not in EXPERIMENTS:
-            raise SweepError(f"unknown experiment {self.experiment!r}: choose one of {', '.join(EXPERIMENTS)} (see `sweeps list`)")
+            raise SweepError(
+                f"unknown experiment {self.experiment!r}: choose one of {', '.join(EXPERIMENTS)} (see `sweeps list`)"
+            )
         if self.preset not in self.entry.presets:
             raise SweepError(f"unknown preset {self.preset!r}: choose one of {', '.join(self.entry.presets)}")
         if self.search not in SEARCHES:
@@ -125,17 +131,36 @@ class Sweep:
                 raise SweepError(f"unknown --logger {name!r}: choose among {', '.join(LOGGERS)}")
             module, extra = LOGGERS[name]
             if importlib.util.find_spec(module) is None:
-                raise SweepError(f"--logger {name} needs the {module} package: install it with `.venv/bin/pip install -e '.[{extra}]'`")
+                raise SweepError(
+                    f"--logger {name} needs the {module} package: install it with `.venv/bin/pip install -e '.[{extra}]'`"
+                )
 
     def _check_numbers(self) -> None:
         checks = [
-            (self.epochs is not None and not 1 <= self.epochs <= MAX_COUNT, f"--epochs must be 1 to {MAX_COUNT:,}, got {self.epochs}"),
-            (self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
-             f"--num-samples must be 1 to {MAX_COUNT:,}, got {self.num_samples}"),
-            (not 0 <= self.seed < 2**32, f"--seed must be 0 to 2**32 - 1 (what numpy and Optuna's sampler take), got {self.seed}"),
-            (not 0 < self.cpus_per_trial < math.inf, f"--cpus-per-trial must be positive and finite, got {self.cpus_per_trial}"),
-            (self.max_concurrent is not None and self.max_concurrent < 1, f"--max-concurrent must be at least 1, got {self.max_concurrent}"),
-            (not _is_gpu_share(self.gpus_per_trial), f"--gpus-per-trial must be 0, 1/k (0.5, 0.25, ...) or a whole number, got {self.gpus_per_trial}"),
+            (
+                self.epochs is not None and not 1 <= self.epochs <= MAX_COUNT,
+                f"--epochs must be 1 to {MAX_COUNT:,}, got {self.epochs}",
+            ),
+            (
+                self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
+                f"--num-samples must be 1 to {MAX_COUNT:,}, got {self.num_samples}",
+            ),
+            (
+                not 0 <= self.seed < 2**32,
+                f"--seed must be 0 to 2**32 - 1 (what numpy and Optuna's sampler take), got {self.seed}",
+            ),
+            (
+                not 0 < self.cpus_per_trial < math.inf,
+                f"--cpus-per-trial must be positive and finite, got {self.cpus_per_trial}",
+            ),
+            (
+                self.max_concurrent is not None and self.max_concurrent < 1,
+                f"--max-concurrent must be at least 1, got {self.max_concurrent}",
+            ),
+            (
+                not _is_gpu_share(self.gpus_per_trial),
+                f"--gpus-per-trial must be 0, 1/k (0.5, 0.25, ...) or a whole number, got {self.gpus_per_trial}",
+            ),
         ]
         for failed, message in checks:
             if failed:
@@ -145,7 +170,9 @@ class Sweep:
         """Every grid point through lstm_ae's own checks (model shape and training hyperparameters)."""
         values = {**{k: [v] for k, v in self.fixed().items()}, **self.grid()}
         if "fp16" in values.get("precision", []) and not self.gpus_per_trial:
-            raise SweepError("precision fp16 runs on CUDA GPUs only: give --gpus-per-trial, or use bf16 or fp32 on CPUs")
+            raise SweepError(
+                "precision fp16 runs on CUDA GPUs only: give --gpus-per-trial, or use bf16 or fp32 on CPUs"
+            )
         for point in _points({k: v for k, v in values.items() if k in hyperparameters.NAMES}):
             try:
                 hyperparameters.check(point, self.budget)
@@ -173,10 +200,14 @@ def load_sweep(sweep_dir: str) -> Sweep:
     try:
         sweep = Sweep(**storage.read_json(record)["sweep"])
     except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
-        raise SweepError(f"{record} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
-                         "restore it from a copy of the sweep folder") from None
+        raise SweepError(
+            f"{record} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+            "restore it from a copy of the sweep folder"
+        ) from None
     if sweep.experiment not in EXPERIMENTS:
-        raise SweepError(f"{record} names the experiment {sweep.experiment!r}, which this version does not have: {', '.join(EXPERIMENTS)}")
+        raise SweepError(
+            f"{record} names the experiment {sweep.experiment!r}, which this version does not have: {', '.join(EXPERIMENTS)}"
+        )
     return sweep
 
 
@@ -193,7 +224,17 @@ def relative(path: str) -> str:
 def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
     """The `sweeps run` command that runs this sweep again; with `relative_paths`, --data relative to the current folder."""
     defaults = Sweep(sweep.experiment)
-    words = ["sweeps", "run", sweep.experiment, "--preset", sweep.preset, "--search", sweep.search, "--seed", str(sweep.seed)]
+    words = [
+        "sweeps",
+        "run",
+        sweep.experiment,
+        "--preset",
+        sweep.preset,
+        "--search",
+        sweep.search,
+        "--seed",
+        str(sweep.seed),
+    ]
     options = {
         "--num-samples": sweep.num_samples,
         "--epochs": sweep.epochs,
@@ -223,7 +264,12 @@ def record(sweep: Sweep) -> dict:
         "command": command_line(sweep),
         "sweep": asdict(sweep),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__},
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "optuna": optuna.__version__,
+        },
         "git_commit": _git_commit(),
     }
 

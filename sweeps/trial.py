@@ -61,7 +61,15 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
     _, steps, features = splits.train.x.shape
     model_config = hyperparameters.model_config(config, features, steps, EXPERIMENTS[config["experiment"]].heads)
     model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
-    run = fit(model, splits, epochs=config["epochs"], seed=config["seed"], start=start, device=device, **hyperparameters.training(config))
+    run = fit(
+        model,
+        splits,
+        epochs=config["epochs"],
+        seed=config["seed"],
+        start=start,
+        device=device,
+        **hyperparameters.training(config),
+    )
     return run, model_config
 
 
@@ -71,11 +79,15 @@ def train(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str =
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
-    start, history = checkpoints.restore(tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name())
+    start, history = checkpoints.restore(
+        tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name()
+    )
     run, model_config = start_fit(config, unship(datasets, config), start)
     node_id = ray.get_runtime_context().get_node_id()
     experiment = EXPERIMENTS[config["experiment"]]
-    best = functools.reduce(experiment.better, (m[experiment.metric] for m in history), math.nan)  # epochs before a restart
+    best = functools.reduce(
+        experiment.better, (m[experiment.metric] for m in history), math.nan
+    )  # epochs before a restart
     for metrics in run:
         history.append(metrics)
         diverged = not math.isfinite(metrics["train_loss"])

@@ -15,14 +15,18 @@ import pytest
 
 
 def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def start_driver(*args, log: Path | None = None) -> subprocess.Popen:
     """`sweeps ...` in the background, in a session of its own: killing the session kills the driver and the
     local Ray it started, as a lost machine would."""
     out = open(log, "w") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "sweeps", *map(str, args)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", *map(str, args)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def kill_driver(driver: subprocess.Popen) -> None:

@@ -17,8 +17,15 @@ def write_checkpoints(trial: Path, epochs=(3, 6, 9)) -> list[Path]:
     for index, epoch in enumerate(epochs):
         folder = trial / f"checkpoint_{index:06d}"
         folder.mkdir(parents=True)
-        state = {"model": {"w": torch.full((2,), float(epoch))}, "optimizer": {}, "epoch": epoch, "rng": torch.Generator().get_state()}
-        checkpoints.save(folder, state, {"input_size": 1, "hidden_size": 2}, [{"epoch": e} for e in range(1, epoch + 1)], {})
+        state = {
+            "model": {"w": torch.full((2,), float(epoch))},
+            "optimizer": {},
+            "epoch": epoch,
+            "rng": torch.Generator().get_state(),
+        }
+        checkpoints.save(
+            folder, state, {"input_size": 1, "hidden_size": 2}, [{"epoch": e} for e in range(1, epoch + 1)], {}
+        )
         folders.append(folder)
     return folders
 

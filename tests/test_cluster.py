@@ -35,7 +35,9 @@ def test_cluster_yaml_passes_rays_validation():
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
     assert "0.0.0.0" not in yaml.safe_dump(config)  # no port opened to every address
     # The GPU workers write checkpoints to S3 themselves: they need an instance profile as the head has.
-    assert config["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"] == {"Name": "ray-autoscaler-v1"}
+    assert config["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"] == {
+        "Name": "ray-autoscaler-v1"
+    }
     assert not any(word in text for word in ("aws_access_key", "aws_secret", "password"))
 
 
@@ -44,8 +46,20 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        args = ["run", "synthetic", "--address", cluster.address, "--storage", tmp_path, "--name", "two-nodes", *SMALL_GRID]
-        done = subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=300)
+        args = [
+            "run",
+            "synthetic",
+            "--address",
+            cluster.address,
+            "--storage",
+            tmp_path,
+            "--name",
+            "two-nodes",
+            *SMALL_GRID,
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         cluster.shutdown()
@@ -68,8 +82,17 @@ def head_node():
     dashboard = _free_port()
     ray = shutil.which("ray", path=str(VENV_BIN))
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    start = [ray, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}"]
+    start = [
+        ray,
+        "start",
+        "--head",
+        f"--port={_free_port()}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--temp-dir={temp_dir}",
+    ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
         yield env, f"http://127.0.0.1:{dashboard}"
@@ -84,8 +107,26 @@ def test_readme_job_submission(head_node, tmp_path):
         urllib.request.urlopen(f"{dashboard}/api/jobs/", timeout=10)
     assert refused.value.code == 401
     storage = tmp_path / "shared"
-    submit = ["ray", "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
-              "sweeps", "run", "synthetic", "--address", "auto", "--storage", str(storage), "--name", "submitted", *SMALL_GRID]
+    submit = [
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        dashboard,
+        "--working-dir",
+        ".",
+        "--",
+        "sweeps",
+        "run",
+        "synthetic",
+        "--address",
+        "auto",
+        "--storage",
+        str(storage),
+        "--name",
+        "submitted",
+        *SMALL_GRID,
+    ]
     done = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout
@@ -98,8 +139,24 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--address", f"127.0.0.1:{port}",
-                           "--storage", str(tmp_path), "--name", "x"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "run",
+            "synthetic",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "no Ray cluster answers at" in done.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "x").exists()  # nothing written

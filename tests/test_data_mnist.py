@@ -60,9 +60,21 @@ def _damaged(root, tmp_path, name, change):
     [
         ("train-images-idx3-ubyte", lambda b: b"\x00\x00\x09\x99" + b[4:], "is not an MNIST image file"),
         ("train-images-idx3-ubyte", lambda b: b[: len(b) // 2], "truncated or damaged"),
-        ("train-images-idx3-ubyte", lambda b: b[:8] + (27).to_bytes(4, "big") + (29).to_bytes(4, "big") + b[16 : 16 + int.from_bytes(b[4:8], "big") * 27 * 29],
-         "27 x 29 pixels"),
-        ("t10k-labels-idx1-ubyte", lambda b: b[:4] + (499).to_bytes(4, "big") + b[8:-1], "499 labels for the 500 images"),
+        (
+            "train-images-idx3-ubyte",
+            lambda b: (
+                b[:8]
+                + (27).to_bytes(4, "big")
+                + (29).to_bytes(4, "big")
+                + b[16 : 16 + int.from_bytes(b[4:8], "big") * 27 * 29]
+            ),
+            "27 x 29 pixels",
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            lambda b: b[:4] + (499).to_bytes(4, "big") + b[8:-1],
+            "499 labels for the 500 images",
+        ),
         ("train-labels-idx1-ubyte", lambda b: b[:-1] + b"\x0c", "label 12 is not a digit"),
         ("t10k-images-idx3-ubyte", lambda b: b"", "is not an MNIST image file"),
     ],

@@ -14,7 +14,9 @@ def prices():
     return stock_prices(TICKERS)
 
 
-@pytest.mark.parametrize("layout, name", [("kaggle", "all_stocks_5yr.csv"), ("course", "SP 500 Stock Prices 2014-2017.csv.gz")])
+@pytest.mark.parametrize(
+    "layout, name", [("kaggle", "all_stocks_5yr.csv"), ("course", "SP 500 Stock Prices 2014-2017.csv.gz")]
+)
 def test_both_layouts_plain_or_gzipped_give_the_same_splits(tmp_path, prices, layout, name):
     reference = snp500.load(write_stocks(tmp_path / "ref.csv", prices), seq_len=20)
     splits = snp500.load(write_stocks(tmp_path / name, prices, layout), seq_len=20)
@@ -128,7 +130,10 @@ def test_head_cuts_the_normaliser_with_the_sequences(tmp_path, prices):
     splits = snp500.load(write_stocks(tmp_path / "s.csv", prices), seq_len=50)
     small = head(splits, train=7, val=3, test=2)
     assert len(small.test) == 2 and len(small.meta["normalizer"]["test"]) == 2
-    assert torch.equal(small.meta["normalizer"]["test"].invert(small.test.x), splits.meta["normalizer"]["test"].invert(splits.test.x)[:2])
+    assert torch.equal(
+        small.meta["normalizer"]["test"].invert(small.test.x),
+        splits.meta["normalizer"]["test"].invert(splits.test.x)[:2],
+    )
     assert small.meta["tickers"] == splits.meta["tickers"]  # per stock, not per sequence: kept whole
     # Copies, not views: shipping a cut must not ship the whole data it was cut from.
     assert small.train.x.untyped_storage().nbytes() == small.train.x.nbytes

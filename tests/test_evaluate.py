@@ -17,8 +17,26 @@ def classified(tmp_path_factory, mnist_root):
     """A one-trial sweep of MNIST rows with a classifier, on a copy of the test MNIST files; its last checkpoint."""
     root = tmp_path_factory.mktemp("evaluate")
     data = shutil.copytree(mnist_root, root / "mnist")
-    done = sweeps_cli("run", "mnist-rows-classify", "--data", data, "--storage", root, "--name", "rows", "--epochs", "2",
-                      "--set", "hidden_size=8", "--set", "lr=0.005", "--set", "batch_size=32", "--set", "precision=bf16")
+    done = sweeps_cli(
+        "run",
+        "mnist-rows-classify",
+        "--data",
+        data,
+        "--storage",
+        root,
+        "--name",
+        "rows",
+        "--epochs",
+        "2",
+        "--set",
+        "hidden_size=8",
+        "--set",
+        "lr=0.005",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "precision=bf16",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return root, data, checkpoint_dirs(trial_dirs(root / "rows")[0])[-1]
 

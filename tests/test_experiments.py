@@ -32,7 +32,9 @@ def test_every_entry_is_complete(name):
 
 def test_the_study_grids():
     synthetic = param_space(Sweep("synthetic", preset="paper"))
-    assert synthetic["batch_size"] == tune.grid_search([32, 64]) and synthetic["hidden_size"] == tune.grid_search([10, 25, 40])
+    assert synthetic["batch_size"] == tune.grid_search([32, 64]) and synthetic["hidden_size"] == tune.grid_search(
+        [10, 25, 40]
+    )
     assert synthetic["epochs"] == 1000 and synthetic["seed"] == 0
     pixels = param_space(Sweep("mnist-pixels-classify", preset="paper"))
     assert pixels["batch_size"] == 128 and pixels["grad_clip"] == 1.0
@@ -177,9 +179,13 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
 
 
 def test_cli_as_a_user_runs_it():
-    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--bogus"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", "synthetic", "--bogus"], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
-    listing = subprocess.run([sys.executable, "-m", "sweeps", "list"], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "sweeps", "list"], capture_output=True, text=True, check=True
+    ).stdout
     for name in EXPERIMENTS:
         assert name in listing
 
@@ -189,7 +195,10 @@ def test_folders_that_are_not_sweeps_are_named(tmp_path, capsys, command):
     for folder in (tmp_path / "missing", tmp_path):
         assert main([command, str(folder)]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == f"sweeps: error: {folder} is not a sweep folder (no sweep.json): pass the folder `sweeps run` printed"
+        assert (
+            err
+            == f"sweeps: error: {folder} is not a sweep folder (no sweep.json): pass the folder `sweeps run` printed"
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -202,17 +211,26 @@ def test_an_unknown_checkpoint_fallback_is_refused_before_ray_starts(tmp_path, c
 
 
 def test_more_gpus_per_trial_than_the_machine_has(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "sweeps", "run", "synthetic", "--gpus-per-trial", "64", "--storage", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", "synthetic", "--gpus-per-trial", "64", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert re.fullmatch(r"sweeps: error: each trial asks for 64 GPUs but this machine has \d+: "
-                        r"lower --gpus-per-trial, or run on a cluster with --address", done.stderr.strip().splitlines()[-1])
+    assert re.fullmatch(
+        r"sweeps: error: each trial asks for 64 GPUs but this machine has \d+: "
+        r"lower --gpus-per-trial, or run on a cluster with --address",
+        done.stderr.strip().splitlines()[-1],
+    )
     assert not any(tmp_path.iterdir())
 
 
 def test_of_two_runs_given_one_name_at_once_exactly_one_claims_the_folder(tmp_path):
     first, second = Sweep("synthetic"), Sweep("synthetic", seed=1)
-    folders = [prepare(sweep, str(tmp_path), "same")[0] for sweep in (first, second)]  # both checked before either claims
+    folders = [
+        prepare(sweep, str(tmp_path), "same")[0] for sweep in (first, second)
+    ]  # both checked before either claims
     claim(first, folders[0])
     with pytest.raises(SweepError, match="already holds a sweep"):
         claim(second, folders[1])
@@ -245,12 +263,19 @@ def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
     (folder / "trials.parquet").write_bytes(b"someone else's table")
     assert main(["run", "synthetic", "--storage", str(tmp_path), "--name", "mine"]) == 2
     assert "exists and is not a sweep folder: choose another --name" in capsys.readouterr().err
-    assert [p.name for p in folder.iterdir()] == ["trials.parquet"] and (folder / "trials.parquet").read_bytes() == b"someone else's table"
+    assert [p.name for p in folder.iterdir()] == ["trials.parquet"] and (
+        folder / "trials.parquet"
+    ).read_bytes() == b"someone else's table"
 
 
 def _cli(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(
@@ -276,8 +301,11 @@ def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
-@pytest.mark.parametrize("damage", [b"{not json", b'{"sweep": {"experiment": "synthetic", "colour": "blue"}}',
-                                    b'{"sweep": {"experiment": "gone"}}'], ids=["not-json", "unknown-field", "gone-experiment"])
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b'{"sweep": {"experiment": "synthetic", "colour": "blue"}}', b'{"sweep": {"experiment": "gone"}}'],
+    ids=["not-json", "unknown-field", "gone-experiment"],
+)
 @pytest.mark.parametrize("command", ["resume", "report", "status"])
 def test_a_damaged_sweep_record_is_named(tmp_path, capsys, command, damage):
     folder = tmp_path / "s"

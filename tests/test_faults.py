@@ -31,12 +31,35 @@ from tests.sweeping import (
 pytestmark = [pytest.mark.ray, pytest.mark.faults]  # starts Ray, kills things: not in `make test-fast`
 
 # Two or four small synthetic trials, checkpointed every 3 epochs (the quick preset's), long enough to be caught mid-run.
-TWO_TRIALS = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
-              "--no-early-stop", "--no-report"]
+TWO_TRIALS = [
+    "--set",
+    "n=1000",
+    "--set",
+    "hidden_size=10",
+    "--set",
+    "batch_size=32",
+    "--set",
+    "grad_clip=1",
+    "--set",
+    "lr=0.001,0.01",
+    "--no-early-stop",
+    "--no-report",
+]
 
 
 def run_args(sweep_dir: Path, epochs: int, *extra) -> list:
-    return ["run", "synthetic", "--storage", sweep_dir.parent, "--name", sweep_dir.name, "--epochs", epochs, *TWO_TRIALS, *extra]
+    return [
+        "run",
+        "synthetic",
+        "--storage",
+        sweep_dir.parent,
+        "--name",
+        sweep_dir.name,
+        "--epochs",
+        epochs,
+        *TWO_TRIALS,
+        *extra,
+    ]
 
 
 def progress(sweep_dir: Path) -> dict:
@@ -76,8 +99,24 @@ def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
 
 def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
     sweep_dir, epochs = tmp_path / "killed", 24
-    args = ["run", "synthetic", "--storage", tmp_path, "--name", "killed", "--no-early-stop", "--no-report",
-            "--set", "hidden_size=10,25", "--set", "batch_size=32", "--set", "n=1000", "--epochs", epochs]
+    args = [
+        "run",
+        "synthetic",
+        "--storage",
+        tmp_path,
+        "--name",
+        "killed",
+        "--no-early-stop",
+        "--no-report",
+        "--set",
+        "hidden_size=10,25",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "n=1000",
+        "--epochs",
+        epochs,
+    ]
 
     def finished(seen):  # trial folder -> the epochs it reported, for the trials that reached the last epoch
         return {name: reported for name, (reported, _) in seen.items() if epochs in reported}
@@ -95,8 +134,11 @@ def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tm
         return len(finished(progress(sweep_dir))) >= len(done_before) + 2
 
     done_before = {}
-    for what, moment in [("the first results", first_results), ("a checkpoint write", checkpoint_being_written),
-                         ("two more trials finished", two_more_finished)]:
+    for what, moment in [
+        ("the first results", first_results),
+        ("a checkpoint write", checkpoint_being_written),
+        ("two more trials finished", two_more_finished),
+    ]:
         command = ["resume", sweep_dir, "--no-report"] if (sweep_dir / "sweep.json").exists() else args
         driver = start_driver(*command)
         wait_for(moment, 240, what, driver)
@@ -126,7 +168,9 @@ def kill_mid_training(sweep_dir: Path) -> None:
 
     def resumable():
         recorded_now = mid_training(sweep_dir, 2) and recorded(sweep_dir)
-        return recorded_now and all(c is not None and not c.path.endswith("checkpoint_000000") for c in recorded_now.values())
+        return recorded_now and all(
+            c is not None and not c.path.endswith("checkpoint_000000") for c in recorded_now.values()
+        )
 
     wait_for(resumable, 180, "Ray to record a second checkpoint of each trial", driver)
     kill_driver(driver)
@@ -140,7 +184,9 @@ def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
     name, checkpoint = sorted(recorded(sweep_dir).items())[0]
     shutil.rmtree(checkpoint.path, ignore_errors=True)  # (or Ray had deleted it already)
     logged = epochs_reported(sweep_dir / name)
-    taken = {folder: checkpoints.load(folder)[0]["epoch"] for folder in checkpoint_dirs(sweep_dir / name)}  # read now: Ray prunes
+    taken = {
+        folder: checkpoints.load(folder)[0]["epoch"] for folder in checkpoint_dirs(sweep_dir / name)
+    }  # read now: Ray prunes
     covered = [(e, f) for f, e in taken.items() if e <= max(logged)]  # the newest the logged results cover, or scratch
     epoch, source = max(covered) if covered else (0, "scratch")
 
@@ -206,8 +252,25 @@ def test_a_node_lost_mid_sweep_moves_its_trials_to_the_other_node(tmp_path):
 
 def test_a_diverging_trial_is_recorded_and_left_out_of_the_best(tmp_path, stocks_csv):
     # The predictor head is linear, hence unbounded: at lr 1e20 its loss is not finite from the first epoch.
-    done = sweeps_cli("run", "snp500-predict", "--data", stocks_csv, "--storage", tmp_path, "--name", "nan",
-                      "--set", "hidden_size=8", "--set", "normalize=first", "--set", "lr=0.001,1e20", "--epochs", "3", "--no-early-stop")
+    done = sweeps_cli(
+        "run",
+        "snp500-predict",
+        "--data",
+        stocks_csv,
+        "--storage",
+        tmp_path,
+        "--name",
+        "nan",
+        "--set",
+        "hidden_size=8",
+        "--set",
+        "normalize=first",
+        "--set",
+        "lr=0.001,1e20",
+        "--epochs",
+        "3",
+        "--no-early-stop",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(tmp_path / "nan", 2)
     bad, good = trials[trials["config/lr"] == 1e20].iloc[0], trials[trials["config/lr"] == 0.001].iloc[0]
@@ -234,7 +297,9 @@ def tiny_disk(tmp_path):
     """A real 300 KB file system (tmpfs), so writes fail with ENOSPC as on a full disk."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield mount
@@ -272,7 +337,9 @@ def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path
     assert state["total"] == 2 and state["counts"]["running"] == 2 and not state["done"]
     assert sorted(r["epoch"] for r in state["running"]) == sorted(trials.epochs) and state["left_s"] > 0
     watcher = start_driver("status", sweep_dir, "--watch", "0.2", log=tmp_path / "watch.log")
-    wait_for(lambda: (tmp_path / "watch.log").read_text().count("running") >= 4, 60, "the watch to print twice", watcher)
+    wait_for(
+        lambda: (tmp_path / "watch.log").read_text().count("running") >= 4, 60, "the watch to print twice", watcher
+    )
     watcher.send_signal(signal.SIGINT)
     assert watcher.wait(timeout=30) == 0  # leaving the watch is not a failure
 

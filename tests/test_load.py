@@ -23,8 +23,24 @@ def sample_memory(process: psutil.Process, samples: list, stop: threading.Event)
 @pytest.mark.timeout(900)
 def test_two_hundred_optuna_trials(tmp_path):
     # The quick preset's data and ASHA (grace 3, rungs at 3 and 12) over 6 epochs: about 3 minutes on 2 cores.
-    driver = start_driver("run", "synthetic", "--search", "optuna", "--num-samples", TRIALS, "--epochs", 6, "--set", "n=1000", "--storage", tmp_path,
-                          "--name", "load", "--no-report", log=tmp_path / "driver.log")
+    driver = start_driver(
+        "run",
+        "synthetic",
+        "--search",
+        "optuna",
+        "--num-samples",
+        TRIALS,
+        "--epochs",
+        6,
+        "--set",
+        "n=1000",
+        "--storage",
+        tmp_path,
+        "--name",
+        "load",
+        "--no-report",
+        log=tmp_path / "driver.log",
+    )
     samples, stop = [], threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(psutil.Process(driver.pid), samples, stop))
     sampler.start()
@@ -39,5 +55,7 @@ def test_two_hundred_optuna_trials(tmp_path):
     # Flat: the driver's peak over the last half of the sweep is close to its peak over the first half.
     half = len(samples) // 2
     first, second = max(samples[:half]), max(samples[half:])
-    print(f"driver peak RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB, {len(samples)} samples")
+    print(
+        f"driver peak RSS: first half {first / 2**20:.0f} MiB, second half {second / 2**20:.0f} MiB, {len(samples)} samples"
+    )
     assert second < 1.25 * first

@@ -53,7 +53,9 @@ def test_seeded_init_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("field, value", [("hidden_size", 0), ("input_size", 0), ("num_layers", 0), ("num_classes", -1)])
+@pytest.mark.parametrize(
+    "field, value", [("hidden_size", 0), ("input_size", 0), ("num_layers", 0), ("num_classes", -1)]
+)
 def test_impossible_shapes_are_refused(field, value):
     kwargs = {"input_size": 1, "hidden_size": 4, field: value}
     with pytest.raises(ValueError, match=field):

@@ -13,18 +13,20 @@ from sweeps.sweep import Sweep
 
 
 def hand_built_trials() -> pd.DataFrame:
-    return pd.DataFrame({
-        "trial_id": ["a", "b", "c", "d"],
-        "config/hidden_size": [10, 25, 40, 40],
-        "config/lr": [1e-3, 1e-2, 1e-2, 1e-3],
-        "status": ["TERMINATED", "TERMINATED", "TERMINATED", "ERROR"],
-        "stopped_early": [True, False, False, False],
-        "diverged": [False, False, True, False],
-        "epochs": [3, 12, 5, 2],
-        "best_val_mse": [0.05, 0.02, np.nan, 0.001],
-        "last_val_mse": [0.06, 0.025, np.nan, 0.001],
-        "wall_time_s": [1.0, 4.0, 2.0, 0.5],
-    })
+    return pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "config/hidden_size": [10, 25, 40, 40],
+            "config/lr": [1e-3, 1e-2, 1e-2, 1e-3],
+            "status": ["TERMINATED", "TERMINATED", "TERMINATED", "ERROR"],
+            "stopped_early": [True, False, False, False],
+            "diverged": [False, False, True, False],
+            "epochs": [3, 12, 5, 2],
+            "best_val_mse": [0.05, 0.02, np.nan, 0.001],
+            "last_val_mse": [0.06, 0.025, np.nan, 0.001],
+            "wall_time_s": [1.0, 4.0, 2.0, 0.5],
+        }
+    )
 
 
 def hand_built_metrics() -> pd.DataFrame:
@@ -35,14 +37,21 @@ def hand_built_metrics() -> pd.DataFrame:
 def test_ranked_leaves_out_diverged_and_errored_trials():
     order = ranked(hand_built_trials(), "val_mse", "min")
     assert order.trial_id.tolist() == ["b", "a"]  # d has the lowest value, but errored; c diverged
-    assert ranked(hand_built_trials().assign(best_val_mse=[0.5, 0.9, 0.1, 0.2]), "val_mse", "max").trial_id.tolist() == ["b", "a"]
+    assert ranked(
+        hand_built_trials().assign(best_val_mse=[0.5, 0.9, 0.1, 0.2]), "val_mse", "max"
+    ).trial_id.tolist() == ["b", "a"]
 
 
 def test_trials_table_rows_and_numbers():
-    table = _trials_table(hand_built_trials(), Sweep("synthetic", overrides={"batch_size": [32], "grad_clip": [0.0]}), top=3)
+    table = _trials_table(
+        hand_built_trials(), Sweep("synthetic", overrides={"batch_size": [32], "grad_clip": [0.0]}), top=3
+    )
     lines = table.splitlines()
     assert lines[0] == "## All trials (top 3 of 4, best first)"
-    assert lines[2] == "| trial | lr | hidden_size | best val_mse | last val_mse | epochs | stopped early | status | wall time (s) |"
+    assert (
+        lines[2]
+        == "| trial | lr | hidden_size | best val_mse | last val_mse | epochs | stopped early | status | wall time (s) |"
+    )
     assert lines[4] == "| d | 0.001 | 40 | 0.001 | 0.001 | 2 | no | error | 0.5 |"
     assert lines[5] == "| b | 0.01 | 25 | 0.02 | 0.025 | 12 | no | terminated | 4.0 |"
     assert lines[6] == "| a | 0.001 | 10 | 0.05 | 0.06 | 3 | yes | terminated | 1.0 |"
@@ -53,12 +62,18 @@ def test_edge_warnings_for_ranges_of_three_or_more():
     trials = hand_built_trials()
     sweep = Sweep("synthetic")  # hidden {10, 25, 40}; lr, batch, clip have two values: no inside to leave
     assert _edge_warnings(sweep, trials, trials.iloc[2]) == [
-        "> Warning: the best hidden_size (40) is the largest value searched: the optimum may lie beyond it."]
+        "> Warning: the best hidden_size (40) is the largest value searched: the optimum may lie beyond it."
+    ]
     assert _edge_warnings(sweep, trials, trials.iloc[1]) == []
 
 
 def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
-    model_state = {"model": LSTMAutoencoder(1, 4).state_dict(), "optimizer": {}, "epoch": 0, "rng": torch.Generator().get_state()}
+    model_state = {
+        "model": LSTMAutoencoder(1, 4).state_dict(),
+        "optimizer": {},
+        "epoch": 0,
+        "rng": torch.Generator().get_state(),
+    }
     values = {3: 0.05, 6: 0.02, 9: 0.04}  # val_mse at each checkpoint's epoch
     for epoch in values:
         folder = tmp_path / f"checkpoint_{epoch:06d}"
@@ -77,17 +92,46 @@ def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, draw",
     [
-        ("curves", lambda: figures.validation_curves(hand_built_metrics(), hand_built_trials(), "val_mse", "b", "lr=0.01")),
+        (
+            "curves",
+            lambda: figures.validation_curves(hand_built_metrics(), hand_built_trials(), "val_mse", "b", "lr=0.01"),
+        ),
         ("effect", lambda: figures.hyperparameter_effect(hand_built_trials(), "lr", "val_mse", "b")),
-        ("effect_categorical", lambda: figures.hyperparameter_effect(hand_built_trials().assign(**{"config/lr": ["x", "y", "x", "y"]}), "lr", "val_mse", "b")),
+        (
+            "effect_categorical",
+            lambda: figures.hyperparameter_effect(
+                hand_built_trials().assign(**{"config/lr": ["x", "y", "x", "y"]}), "lr", "val_mse", "b"
+            ),
+        ),
         ("importances", lambda: figures.importances({"lr": 0.7, "hidden_size": 0.3})),
         ("signals", lambda: figures.signal_examples({"train": np.random.rand(3, 50), "val": np.random.rand(3, 50)})),
         ("learning", lambda: figures.learning_curves(hand_built_metrics().query("trial_id == 'b'"), ["mse"], "curves")),
-        ("reconstructions", lambda: figures.reconstructions(np.random.rand(3, 20), np.random.rand(3, 20), ["a", "b", "c"], "value", "t")),
+        (
+            "reconstructions",
+            lambda: figures.reconstructions(
+                np.random.rand(3, 20), np.random.rand(3, 20), ["a", "b", "c"], "value", "t"
+            ),
+        ),
         ("digits", lambda: figures.digits(np.random.rand(4, 28, 28), np.random.rand(4, 28, 28), ["1", "2", "3", "4"])),
         ("confusion", lambda: figures.confusion(np.eye(10, dtype=int) * 5, 1.0)),
-        ("prices", lambda: figures.prices(pd.DataFrame({"AMZN": [1.0, 2.0], "GOOGL": [2.0, 1.0]}, index=pd.to_datetime(["2014-01-02", "2014-01-03"])))),
-        ("forecasts", lambda: figures.forecasts(np.random.rand(2, 10), {"model": np.random.rand(2, 5), "persistence": np.ones((2, 5))}, ["a", "b"], 5, "t")),
+        (
+            "prices",
+            lambda: figures.prices(
+                pd.DataFrame(
+                    {"AMZN": [1.0, 2.0], "GOOGL": [2.0, 1.0]}, index=pd.to_datetime(["2014-01-02", "2014-01-03"])
+                )
+            ),
+        ),
+        (
+            "forecasts",
+            lambda: figures.forecasts(
+                np.random.rand(2, 10),
+                {"model": np.random.rand(2, 5), "persistence": np.ones((2, 5))},
+                ["a", "b"],
+                5,
+                "t",
+            ),
+        ),
     ],
 )
 def test_every_figure_draws_labelled_data(tmp_path, name, draw):
@@ -104,10 +148,22 @@ def test_every_figure_draws_labelled_data(tmp_path, name, draw):
 
 def test_the_curves_name_the_best_trial_by_its_values_and_mark_asha_only_when_it_ran():
     trials = hand_built_trials()
-    legend = [t.get_text() for t in figures.validation_curves(hand_built_metrics(), trials, "val_mse", "b", "lr=0.01").axes[0].get_legend().get_texts()]
+    legend = [
+        t.get_text()
+        for t in figures.validation_curves(hand_built_metrics(), trials, "val_mse", "b", "lr=0.01")
+        .axes[0]
+        .get_legend()
+        .get_texts()
+    ]
     assert "best trial: lr=0.01" in legend and ("stopped early by ASHA" in legend) == bool(trials.stopped_early.any())
     none_stopped = trials.assign(stopped_early=False)
-    legend = [t.get_text() for t in figures.validation_curves(hand_built_metrics(), none_stopped, "val_mse", "b", "x").axes[0].get_legend().get_texts()]
+    legend = [
+        t.get_text()
+        for t in figures.validation_curves(hand_built_metrics(), none_stopped, "val_mse", "b", "x")
+        .axes[0]
+        .get_legend()
+        .get_texts()
+    ]
     assert "stopped early by ASHA" not in legend
 
 
@@ -123,4 +179,3 @@ def test_accuracy_panels_draw_chance():
 def test_figures_in_vector_formats(tmp_path, kind, header):
     path = figures.save(figures.importances({"lr": 1.0}), tmp_path / f"f.{kind}")
     assert path.read_bytes()[: len(header)] == header
-

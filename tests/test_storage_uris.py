@@ -15,7 +15,20 @@ from tests.sweeping import sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
-TWO_TRIALS = ["--epochs", "2", "--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]
+TWO_TRIALS = [
+    "--epochs",
+    "2",
+    "--set",
+    "n=1000",
+    "--set",
+    "hidden_size=10",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "grad_clip=1",
+    "--set",
+    "lr=0.001,0.01",
+]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -25,8 +38,11 @@ def s3_endpoint():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -36,8 +52,14 @@ def s3_endpoint():
             except OSError:
                 time.sleep(0.2)
         endpoint = f"127.0.0.1:{port}"
-        s3 = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True,
-                                     access_key="test", secret_key="test", region="us-east-1")
+        s3 = pyarrow.fs.S3FileSystem(
+            endpoint_override=endpoint,
+            scheme="http",
+            allow_bucket_creation=True,
+            access_key="test",
+            secret_key="test",
+            region="us-east-1",
+        )
         s3.create_dir("sweeps")
         yield endpoint
     finally:
@@ -75,7 +97,9 @@ def _uri_check(storage_uri: str, read_text):
 
 def test_a_sweep_on_s3(s3_endpoint):
     options = f"endpoint_override={s3_endpoint}&scheme=http"
-    s3 = pyarrow.fs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", access_key="test", secret_key="test", region="us-east-1")
+    s3 = pyarrow.fs.S3FileSystem(
+        endpoint_override=s3_endpoint, scheme="http", access_key="test", secret_key="test", region="us-east-1"
+    )
 
     def read_text(name):
         with s3.open_input_stream(f"sweeps/results/remote/{name}") as stream:

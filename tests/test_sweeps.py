@@ -94,7 +94,12 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
     # The checkpoint the report evaluated gives the same test metrics through `sweeps evaluate`'s code.
     evaluated = re.search(r"^    sweeps evaluate (\S+)", report, re.M).group(1)
     trained = evaluate.load(Path(evaluated))
-    assert {k: trained.data[k] for k in ("experiment", "preset", "seed", "path")} == {"experiment": name, "preset": "quick", "seed": 0, "path": sweep.data_path()}
+    assert {k: trained.data[k] for k in ("experiment", "preset", "seed", "path")} == {
+        "experiment": name,
+        "preset": "quick",
+        "seed": 0,
+        "path": sweep.data_path(),
+    }
     assert set(trained.data["params"]) == set(entry.data_params)
     tested = evaluate.metrics(trained, evaluate.splits_of(trained))
     table = dict(re.findall(r"^\| (\w+) \| ([-\d.e]+) \|$", report, re.M))
@@ -118,7 +123,9 @@ def _check_forecast_table(report: str, sweep: Sweep) -> None:
 @pytest.mark.timeout(1200)
 def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     # The demo itself (two minutes on 2 idle cores); the timeout leaves room for a slow or shared machine.
-    done = sweeps_cli("run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report", timeout=900)
+    done = sweeps_cli(
+        "run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report", timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(tmp_path / "grid", 24)
     assert 0 < trials.stopped_early.sum() < 24
@@ -129,21 +136,33 @@ def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     assert trials.best_val_mse.min() <= 0.04
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
     assert "24 trials of synthetic" in done.stdout and "best so far: val_mse" in done.stdout
-    assert "snapshotting has been triggered" not in done.stdout + done.stderr  # Tune's advice, which needs no action here
+    assert (
+        "snapshotting has been triggered" not in done.stdout + done.stderr
+    )  # Tune's advice, which needs no action here
     record = json.loads((tmp_path / "grid" / "sweep.json").read_text())
     assert record["command"].startswith("sweeps run synthetic --preset quick")
     status = sweeps_cli("status", tmp_path / "grid")
     assert status.returncode == 0 and "24 of 24 trials" in status.stdout
     state = json.loads(sweeps_cli("status", tmp_path / "grid", "--json", "--watch", "1").stdout)  # done: prints once
     assert state["done"] and state["total"] == 24 and sum(state["counts"].values()) == 24
-    assert state["counts"]["stopped early"] == trials.stopped_early.sum() and state["best"]["value"] == trials.best_val_mse.min()
+    assert (
+        state["counts"]["stopped early"] == trials.stopped_early.sum()
+        and state["best"]["value"] == trials.best_val_mse.min()
+    )
 
 
 @pytest.mark.parametrize("search", ["grid", "optuna"])
 def test_max_concurrent_is_held(local_ray, tmp_path, search):
     # Trials reuse their worker: one at a time, every trial runs in the same worker process; two CPUs would give two.
-    sweep = Sweep("synthetic", search=search, num_samples=4 if search == "optuna" else None, epochs=2, max_concurrent=1,
-                  early_stop=False, overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]})
+    sweep = Sweep(
+        "synthetic",
+        search=search,
+        num_samples=4 if search == "optuna" else None,
+        epochs=2,
+        max_concurrent=1,
+        early_stop=False,
+        overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]},
+    )
     sweep_dir = Path(run(sweep, str(tmp_path), search))
     results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("train_*/result.json")]
     assert len(results) == 4 and len({pid for r in results for pid in r.pid}) == 1
@@ -152,7 +171,15 @@ def test_max_concurrent_is_held(local_ray, tmp_path, search):
 def test_optuna_search_is_seeded(local_ray, tmp_path):
     configs = []
     for name in ("a", "b"):
-        sweep = Sweep("synthetic", search="optuna", num_samples=4, epochs=1, seed=3, max_concurrent=1, overrides={"n": [1000], "batch_size": [64]})
+        sweep = Sweep(
+            "synthetic",
+            search="optuna",
+            num_samples=4,
+            epochs=1,
+            seed=3,
+            max_concurrent=1,
+            overrides={"n": [1000], "batch_size": [64]},
+        )
         trials = pd.read_parquet(Path(run(sweep, str(tmp_path), name)) / "trials.parquet")
         assert len(trials) == 4
         configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
@@ -162,21 +189,47 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
     journal = JournalStorage(JournalFileBackend(str(tmp_path / "a" / "optuna.journal")))
     study = optuna.load_study(study_name="a", storage=journal)
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert sorted([t.params["lr"], t.params["hidden_size"]] for t in study.trials) == sorted([lr, h] for lr, h, _ in configs[0])
+    assert sorted([t.params["lr"], t.params["hidden_size"]] for t in study.trials) == sorted(
+        [lr, h] for lr, h, _ in configs[0]
+    )
     assert "(figures/importances.png)" in Path(write_report(str(tmp_path / "a"))).read_text()
 
     # A sweep whose trials have no checkpoint left still gets a report: the table, and why there is no more.
     for folder in (tmp_path / "b").glob("train_*/checkpoint_*"):
         shutil.rmtree(folder)
     text = Path(write_report(str(tmp_path / "b"))).read_text()
-    assert "No trial has a usable result with a readable checkpoint yet" in text and "## All trials (4, best first)" in text
+    assert (
+        "No trial has a usable result with a readable checkpoint yet" in text
+        and "## All trials (4, best first)" in text
+    )
 
 
 def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--name", "tb", "--epochs", "2", "--no-report", "--logger", "tensorboard",
-                      "--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01")
+    done = sweeps_cli(
+        "run",
+        "synthetic",
+        "--storage",
+        tmp_path,
+        "--name",
+        "tb",
+        "--epochs",
+        "2",
+        "--no-report",
+        "--logger",
+        "tensorboard",
+        "--set",
+        "n=1000",
+        "--set",
+        "hidden_size=10",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "grad_clip=1",
+        "--set",
+        "lr=0.001,0.01",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "tb" / "trials.parquet")
     events = sorted((tmp_path / "tb").rglob("events.out.tfevents*"))
@@ -198,13 +251,22 @@ def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, logger):
         pytest.skip(f"{logger} is installed")
     done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--logger", logger)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert f"--logger {logger} needs the {logger} package: install it with `.venv/bin/pip install -e '.[{logger}]'`" in done.stderr
+    assert (
+        f"--logger {logger} needs the {logger} package: install it with `.venv/bin/pip install -e '.[{logger}]'`"
+        in done.stderr
+    )
     assert not any(tmp_path.iterdir())
 
 
 def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, tmp_path):
-    sweep = Sweep("synthetic", num_samples=3, seed=5, epochs=2, early_stop=False,
-                  overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]})
+    sweep = Sweep(
+        "synthetic",
+        num_samples=3,
+        seed=5,
+        epochs=2,
+        early_stop=False,
+        overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]},
+    )
     sweep_dir = run(sweep, str(tmp_path), "seeds")
     trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
     assert sorted(trials["config/seed"]) == [5, 5, 6, 6, 7, 7]  # every trial's seed is in the table
@@ -214,5 +276,7 @@ def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, t
     stds = trials.groupby("config/lr").best_val_mse.std()
     assert [float(lr) for lr, _, _ in rows] == sorted(means.index, key=lambda lr: means[lr])  # best mean first
     for lr, mean, std in rows:
-        assert float(mean) == pytest.approx(means[float(lr)], rel=1e-5) and float(std) == pytest.approx(stds[float(lr)], rel=1e-5)
+        assert float(mean) == pytest.approx(means[float(lr)], rel=1e-5) and float(std) == pytest.approx(
+            stds[float(lr)], rel=1e-5
+        )
     assert "(figures/seeds.png)" in report

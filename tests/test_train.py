@@ -33,7 +33,9 @@ def test_metrics_per_head(mnist_root):
     assert {"train_ce", "train_accuracy", "val_ce", "val_accuracy"} <= set(classify)
     assert classify["val_loss"] == pytest.approx(0.5 * classify["val_mse"] + 0.5 * classify["val_ce"])
     signals = synthetic.load(n=100)
-    predict = next(iter(fit(model_for(signals, predict_next=True), signals, epochs=1, batch_size=32, lr=1e-2, recon_weight=0.7)))
+    predict = next(
+        iter(fit(model_for(signals, predict_next=True), signals, epochs=1, batch_size=32, lr=1e-2, recon_weight=0.7))
+    )
     assert predict["val_loss"] == pytest.approx(0.7 * predict["val_mse"] + 0.3 * predict["val_pred_mse"])
     assert "val_accuracy" not in predict
 
@@ -57,7 +59,9 @@ def test_evaluate_is_the_mean_over_the_whole_split(signals):
     assert batched == pytest.approx(whole, rel=1e-5)
 
 
-@pytest.mark.parametrize("recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"])
+@pytest.mark.parametrize(
+    "recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"]
+)
 def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe):
     kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu", **recipe)
     straight = list(fit(model_for(signals), signals, epochs=4, **kwargs))
@@ -140,11 +144,28 @@ def test_the_cosine_schedule_anneals_to_zero_over_the_whole_budget(signals):
 
 
 def test_a_state_records_the_hyperparameters_and_the_schedule(signals):
-    run = fit(model_for(signals), signals, epochs=2, batch_size=32, lr=3e-3, recon_weight=0.7, schedule="cosine", precision="bf16")
+    run = fit(
+        model_for(signals),
+        signals,
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        recon_weight=0.7,
+        schedule="cosine",
+        precision="bf16",
+    )
     next(run)
     state = run.state()
-    assert state["hyperparameters"] == {"epochs": 2, "batch_size": 32, "lr": 3e-3, "grad_clip": 0.0, "recon_weight": 0.7,
-                                        "seed": 0, "schedule": "cosine", "precision": "bf16"}
+    assert state["hyperparameters"] == {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "grad_clip": 0.0,
+        "recon_weight": 0.7,
+        "seed": 0,
+        "schedule": "cosine",
+        "precision": "bf16",
+    }
     assert state["schedule"]["last_epoch"] == math.ceil(len(signals.train) / 32)
 
 
@@ -152,7 +173,9 @@ def test_bf16_trains_like_fp32(signals):
     """Autocast changes the arithmetic, not the model: the same seed learns about as much in both."""
     final = {}
     for precision in ("fp32", "bf16"):
-        history = list(fit(model_for(signals), signals, epochs=6, batch_size=32, lr=1e-2, grad_clip=1.0, precision=precision))
+        history = list(
+            fit(model_for(signals), signals, epochs=6, batch_size=32, lr=1e-2, grad_clip=1.0, precision=precision)
+        )
         final[precision] = history[-1]["val_mse"]
     assert final["bf16"] == pytest.approx(final["fp32"], rel=0.15)
 
@@ -162,10 +185,15 @@ def test_fp16_needs_a_gpu(signals):
         fit(model_for(signals), signals, epochs=1, batch_size=32, lr=1e-3, precision="fp16", device="cpu")
 
 
-@pytest.mark.parametrize("kwargs, message", [({"schedule": "step"}, "schedule must be one of constant, cosine"),
-                                             ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
-                                             ({"batch_size": 2.5}, "batch_size must be a whole number"),
-                                             ({"lr": math.inf}, "lr must be positive and finite")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"schedule": "step"}, "schedule must be one of constant, cosine"),
+        ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
+        ({"batch_size": 2.5}, "batch_size must be a whole number"),
+        ({"lr": math.inf}, "lr must be positive and finite"),
+    ],
+)
 def test_impossible_recipe_options_are_refused(signals, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit(model_for(signals), signals, **{"epochs": 1, "batch_size": 32, "lr": 1e-3, **kwargs})

@@ -77,12 +77,18 @@ def _read(root: str | Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     images = _idx(folder, images_name, IMAGES_MAGIC, dims=3)
     labels = _idx(folder, labels_name, LABELS_MAGIC, dims=1)
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{_find(folder, images_name)}: images of {images.shape[1]} x {images.shape[2]} pixels, MNIST's are 28 x 28")
+        raise DataError(
+            f"{_find(folder, images_name)}: images of {images.shape[1]} x {images.shape[2]} pixels, MNIST's are 28 x 28"
+        )
     if len(images) != len(labels):
-        raise DataError(f"{_find(folder, labels_name)} has {len(labels)} labels for the {len(images)} images of {images_name}: "
-                        "the files do not belong together; put MNIST's own files there")
+        raise DataError(
+            f"{_find(folder, labels_name)} has {len(labels)} labels for the {len(images)} images of {images_name}: "
+            "the files do not belong together; put MNIST's own files there"
+        )
     if len(labels) and labels.max() > 9:
-        raise DataError(f"{_find(folder, labels_name)}: label {int(labels.max())} is not a digit 0-9: the file is damaged")
+        raise DataError(
+            f"{_find(folder, labels_name)}: label {int(labels.max())} is not a digit 0-9: the file is damaged"
+        )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -108,12 +114,16 @@ def _idx(folder: Path, name: str, magic: int, dims: int) -> np.ndarray:
         raise DataError(f"{path} cannot be read ({error}): the file is damaged; put MNIST's own file there") from None
     header = 4 + 4 * dims
     if len(data) < header or struct.unpack(">I", data[:4])[0] != magic:
-        raise DataError(f"{path} is not an MNIST {'image' if dims == 3 else 'label'} file (its magic number is not {magic:#06x}): "
-                        "put MNIST's own file there")
+        raise DataError(
+            f"{path} is not an MNIST {'image' if dims == 3 else 'label'} file (its magic number is not {magic:#06x}): "
+            "put MNIST's own file there"
+        )
     shape = struct.unpack(f">{dims}I", data[4:header])
     if len(data) != header + math.prod(shape):
-        raise DataError(f"{path} holds {len(data) - header} bytes after its header where {' x '.join(map(str, shape))} = "
-                        f"{math.prod(shape)} are declared: the file is truncated or damaged")
+        raise DataError(
+            f"{path} holds {len(data) - header} bytes after its header where {' x '.join(map(str, shape))} = "
+            f"{math.prod(shape)} are declared: the file is truncated or damaged"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -126,5 +136,7 @@ def _download(root: str | Path, folder: Path) -> None:
         MNIST(str(root), train=True, download=True)
     except (RuntimeError, OSError) as error:  # torchvision raises these for failed downloads
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"MNIST files not found in {folder} and could not be downloaded ({reason}); "
-                        f"put {', '.join(RAW_FILES)} (or their .gz) there") from None
+        raise DataError(
+            f"MNIST files not found in {folder} and could not be downloaded ({reason}); "
+            f"put {', '.join(RAW_FILES)} (or their .gz) there"
+        ) from None

@@ -77,8 +77,10 @@ def load(
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
     prices, dropped = _complete_stocks(_period(_read_highs(csv_path), csv_path, start, end))
     if prices.shape[1] == 0:
-        raise DataError(f"{csv_path}: none of its {len(dropped)} stocks has a positive, finite price on every trading day "
-                        f"from {start} to {end}; use a file with complete price series")
+        raise DataError(
+            f"{csv_path}: none of its {len(dropped)} stocks has a positive, finite price on every trading day "
+            f"from {start} to {end}; use a file with complete price series"
+        )
     per_stock = len(prices) // seq_len
     if per_stock == 0:
         raise ValueError(f"seq_len {seq_len} is longer than the {len(prices)} trading days from {start} to {end}")
@@ -87,8 +89,10 @@ def load(
     order = seeded_permutation(prices.shape[1], seed).tolist()
     sizes = split_sizes(prices.shape[1], split)
     if min(sizes) == 0:
-        raise DataError(f"{csv_path}: {prices.shape[1]} complete stock(s) from {start} to {end} cannot make a train/validation/test "
-                        f"split of {'/'.join(f'{f:g}' for f in split)} by stock (sizes {sizes}); use a file with more stocks")
+        raise DataError(
+            f"{csv_path}: {prices.shape[1]} complete stock(s) from {start} to {end} cannot make a train/validation/test "
+            f"split of {'/'.join(f'{f:g}' for f in split)} by stock (sizes {sizes}); use a file with more stocks"
+        )
     bounds = np.cumsum((0, *sizes))
     names = ("train", "val", "test")
     tickers = {name: sorted(prices.columns[order[a:b]]) for name, a, b in zip(names, bounds, bounds[1:])}
@@ -122,7 +126,9 @@ def series(
     prices = _period(_read_highs(csv_path), csv_path, start, end)
     unknown = [t for t in tickers if t not in prices.columns]
     if unknown:
-        raise DataError(f"unknown ticker {', '.join(unknown)} in {csv_path}; known ones include {', '.join(prices.columns[:5])}")
+        raise DataError(
+            f"unknown ticker {', '.join(unknown)} in {csv_path}; known ones include {', '.join(prices.columns[:5])}"
+        )
     return prices[list(tickers)]
 
 
@@ -147,8 +153,17 @@ def _read_highs(csv_path: str | Path) -> pd.DataFrame:
         raise DataError(f"S&P 500 file not found: {path}; pass the path of all_stocks_5yr.csv (plain or .gz)")
     try:
         table = pd.read_csv(path)  # compression inferred from the name
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:  # OSError: bad gzip
-        raise DataError(f"cannot read {path} as CSV ({str(error).splitlines()[0]}); expected {EXPECTED_LAYOUT}") from error
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as error:  # OSError: bad gzip
+        raise DataError(
+            f"cannot read {path} as CSV ({str(error).splitlines()[0]}); expected {EXPECTED_LAYOUT}"
+        ) from error
     ticker = next((c for c in TICKER_COLUMNS if c in table.columns), None)
     missing = [c for c in ("date", "high") if c not in table.columns] + ([] if ticker else ["Name/symbol"])
     if missing:
@@ -160,7 +175,9 @@ def _read_highs(csv_path: str | Path) -> pd.DataFrame:
         bad = parsed.isna() & table[column].notna()
         if bad.any():
             line = int(np.flatnonzero(bad)[0]) + 2  # 1-based, after the header
-            raise DataError(f"{path} line {line}: {column} {table[column][bad].iloc[0]!r} is not a valid {column}; fix or remove that row")
+            raise DataError(
+                f"{path} line {line}: {column} {table[column][bad].iloc[0]!r} is not a valid {column}; fix or remove that row"
+            )
     return pd.DataFrame({"date": date, "ticker": table[ticker].astype(str), "high": high})
 
 
@@ -173,7 +190,9 @@ def _period(highs: pd.DataFrame, csv_path, start: str, end: str) -> pd.DataFrame
     conflicting = repeated.groupby(["date", "ticker"])["high"].nunique(dropna=False) > 1
     if conflicting.any():
         date, ticker = conflicting[conflicting].index[0]
-        raise DataError(f"{csv_path} gives {ticker} two different highs on {date:%Y-%m-%d}; keep one row per stock and day")
+        raise DataError(
+            f"{csv_path} gives {ticker} two different highs on {date:%Y-%m-%d}; keep one row per stock and day"
+        )
     highs = highs.drop_duplicates(["date", "ticker"], keep="last")  # exact repeats say nothing new
     return highs.pivot(index="date", columns="ticker", values="high").sort_index()
 
@@ -182,4 +201,3 @@ def _complete_stocks(prices: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Keep the stocks with a positive, finite price on every day of the period; return them and the dropped tickers."""
     complete = (np.isfinite(prices) & (prices > 0)).all()
     return prices.loc[:, complete], sorted(prices.columns[~complete])
-

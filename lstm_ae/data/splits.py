@@ -53,8 +53,10 @@ def head(splits: Splits, train: int | None = None, val: int | None = None, test:
     Per-sequence metadata (a `meta[key][split]` as long as the split, e.g. the S&P normaliser) is cut with it.
     The cuts are copies: a view would keep alive, and pickle with it, the whole data it was cut from."""
     sizes = {"train": train, "val": val, "test": test}
-    parts = {name: Split(part.x[: sizes[name]].clone(), None if part.y is None else part.y[: sizes[name]].clone())
-             for name, part in splits.items()}
+    parts = {
+        name: Split(part.x[: sizes[name]].clone(), None if part.y is None else part.y[: sizes[name]].clone())
+        for name, part in splits.items()
+    }
     meta = {key: _cut(value, splits, sizes) for key, value in splits.meta.items()}
     return Splits(parts["train"], parts["val"], parts["test"], meta=meta)
 

@@ -1,7 +1,7 @@
 """Synthetic signals: uniform noise in [0, 1] with an 11-point dip (x 0.1) centred at a random step in 20..30.
 
-    splits = synthetic.load()            # 6000 / 2000 / 2000 sequences of 50 steps, shaped (N, 50, 1)
-    splits.meta["dip_centre"]["test"]    # where each test sequence's dip is centred
+splits = synthetic.load()            # 6000 / 2000 / 2000 sequences of 50 steps, shaped (N, 50, 1)
+splits.meta["dip_centre"]["test"]    # where each test sequence's dip is centred
 """
 
 from __future__ import annotations
