@@ -112,7 +112,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     words = {
         "finished": "ran their whole budget",
         "stopped early": "stopped early by ASHA",
-        "running": "still running",
+        "running": "not finished (running, or stopped with the sweep)",
         "pending": "not started",
     }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
