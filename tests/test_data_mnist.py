@@ -97,3 +97,9 @@ def test_gzipped_files_read_as_the_plain_ones(mnist_root, tmp_path):
         path.unlink()
     plain, zipped = mnist.load(mnist_root, val_size=100, download=False), mnist.load(copy, val_size=100, download=False)
     assert torch.equal(plain.test.x, zipped.test.x) and torch.equal(plain.train.y, zipped.train.y)
+
+
+def test_too_few_training_images_name_the_files_not_an_option_the_user_never_set(mnist_root):
+    with pytest.raises(DataError, match="has 3000 images: too few to hold out 10000 for validation") as error:
+        mnist.load(mnist_root, download=False)  # val_size left at its default
+    assert "MNIST's full files" in str(error.value)

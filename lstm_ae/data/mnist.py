@@ -40,8 +40,14 @@ def load(
         raise ValueError(f"unknown MNIST view {view!r}: use one of {sorted(VIEWS)}")
     train_images, train_labels = _read(root, train=True, download=download)
     test_images, test_labels = _read(root, train=False, download=download)
-    if not 0 < val_size < len(train_images):
-        raise ValueError(f"val_size must be between 1 and {len(train_images) - 1}, got {val_size}")
+    if val_size < 1:
+        raise ValueError(f"val_size must be at least 1, got {val_size}")
+    if val_size >= len(train_images):
+        folder = Path(root).resolve() / "MNIST" / "raw"
+        raise DataError(
+            f"the MNIST training file in {folder} has {len(train_images)} images: too few to hold out {val_size} "
+            "for validation and train on the rest; put MNIST's full files there (60,000 training images)"
+        )
 
     order = seeded_permutation(len(train_images), seed)
     val_idx, train_idx = order[:val_size], order[val_size:]
