@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,28 +78,46 @@ def _free_port() -> int:
 @pytest.fixture
 def head_node():
     """`ray start --head` on loopback with token authentication, as cluster.yaml starts a cluster's head,
-    with the project's `sweeps` on its PATH."""
+    with the project's `sweeps` on its PATH. Started with --block in a session of its own and stopped by ending that
+    session: `ray stop` would stop every Ray on the machine, a user's running sweeps included."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    dashboard = _free_port()
+    dashboard, port = _free_port(), _free_port()
     ray = shutil.which("ray", path=str(VENV_BIN))
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     start = [
         ray,
         "start",
         "--head",
-        f"--port={_free_port()}",
+        "--block",
+        f"--port={port}",
         "--num-cpus=2",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
         f"--temp-dir={temp_dir}",
     ]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    head = subprocess.Popen(
+        start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
+        _wait_for_port(dashboard, head)
         yield env, f"http://127.0.0.1:{dashboard}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head's processes end with it
+        head.wait(timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "ray start --head ended early"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the head's dashboard did not answer on port {port} within {timeout} s")
 
 
 def test_readme_job_submission(head_node, tmp_path):
