@@ -1,8 +1,8 @@
 """Sweeps on more than one Ray node, and the cluster configuration: real raylets on loopback."""
 
+import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -78,46 +79,48 @@ def _free_port() -> int:
 @pytest.fixture
 def head_node():
     """`ray start --head` on loopback with token authentication, as cluster.yaml starts a cluster's head,
-    with the project's `sweeps` on its PATH. Started with --block in a session of its own and stopped by ending that
-    session: `ray stop` would stop every Ray on the machine, a user's running sweeps included."""
+    with the project's `sweeps` on its PATH. Stopped by ending the processes of its own session folder: `ray stop`
+    would stop every Ray on the machine, a user's running sweeps included."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    dashboard, port = _free_port(), _free_port()
+    dashboard = _free_port()
     ray = shutil.which("ray", path=str(VENV_BIN))
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     start = [
         ray,
         "start",
         "--head",
-        "--block",
-        f"--port={port}",
+        f"--port={_free_port()}",
         "--num-cpus=2",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
         f"--temp-dir={temp_dir}",
+        # Ports of its own: another Ray on this machine (a user's sweep) holds the default ones, and a job agent that
+        # cannot bind its port leaves `ray job submit` with "No available agent".
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
     ]
-    head = subprocess.Popen(
-        start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
-        _wait_for_port(dashboard, head)
         yield env, f"http://127.0.0.1:{dashboard}"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # --block: the head's processes end with it
-        head.wait(timeout=120)
+        _stop_ray_of(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "ray start --head ended early"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"the head's dashboard did not answer on port {port} within {timeout} s")
+def _stop_ray_of(temp_dir: str) -> None:
+    """End the Ray processes whose command line names this session's folder, and their children."""
+    ours = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+    family = {p.pid: p for p in ours}
+    for process in ours:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family.update({c.pid: c for c in process.children(recursive=True)})
+    for process in family.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(list(family.values()), timeout=30)
 
 
 def test_readme_job_submission(head_node, tmp_path):
