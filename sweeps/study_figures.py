@@ -14,6 +14,7 @@ import torch
 from lstm_ae.data import DataError, Splits, snp500
 from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import autocast
 from sweeps import evaluate, figures, storage
 from sweeps.sweep import Sweep
 
@@ -40,6 +41,15 @@ class Context:
     @property
     def epoch(self) -> int:
         return self.trained.epoch
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor):
+        """The model's output at the precision it was trained and tested in: the figures show what the test metrics
+        measured (a bf16-trained pixel model called 93.72% of the test digits right in fp32, 94.06% in bf16)."""
+        precision = self.trained.hyperparameters.get("precision", "fp32")
+        with autocast(precision, torch.device("cpu")):
+            out = self.model(x)
+        return type(out)(*(None if part is None else part.float() for part in out))
 
     def save(self, figure, name: str, caption: str) -> tuple[str, str]:
         figures.save(figure, storage.join(self.folder, f"{name}.{self.format}"), self.format)
@@ -104,7 +114,7 @@ def accuracy(ctx: Context) -> list:
 def reconstructions(ctx: Context) -> list:
     rows = ctx.pick(3)
     x = ctx.splits.test.x[rows]
-    recon = ctx.model(x).reconstruction.detach()
+    recon = ctx.forward(x).reconstruction
     figure = figures.reconstructions(
         x[..., 0].numpy(),
         recon[..., 0].numpy(),
@@ -120,7 +130,7 @@ def reconstructions(ctx: Context) -> list:
 def digit_images(ctx: Context) -> list:
     rows = ctx.pick(8)
     x = ctx.splits.test.x[rows]
-    recon = ctx.model(x).reconstruction.detach().clamp(0, 1)
+    recon = ctx.forward(x).reconstruction.clamp(0, 1)
     labels = [f"digit {int(y)}" for y in ctx.splits.test.y[rows]]
     return [
         ctx.save(
@@ -134,7 +144,7 @@ def digit_images(ctx: Context) -> list:
 def confusion(ctx: Context) -> list:
     test = ctx.splits.test
     with torch.no_grad():
-        predicted = torch.cat([ctx.model(x).logits.argmax(1) for x in test.x.split(1024)])
+        predicted = torch.cat([ctx.forward(x).logits.argmax(1) for x in test.x.split(1024)])
     matrix = np.zeros((ctx.splits.num_classes,) * 2, dtype=int)
     np.add.at(matrix, (test.y.numpy(), predicted.numpy()), 1)
     accuracy = float((predicted == test.y).float().mean())
@@ -167,7 +177,7 @@ def stock_reconstructions(ctx: Context) -> list:
     x = ctx.splits.test.x[rows]
     normalizer = normalizer_of(ctx.splits, "test")
     dollars = normalizer.invert(x, rows)[..., 0].numpy()
-    recon = normalizer.invert(ctx.model(x).reconstruction.detach(), rows)[..., 0].numpy()
+    recon = normalizer.invert(ctx.forward(x).reconstruction, rows)[..., 0].numpy()
     labels = [_sequence_label(ctx.splits, int(row)) for row in rows]
     figure = figures.reconstructions(
         dollars,
