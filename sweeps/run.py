@@ -108,7 +108,8 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         num_samples = sweep.num_samples or len(sweep.configs())
     else:
         trials = sweep.trial_order()
-        # Tune ignores max_concurrent_trials when given a generator: the generator holds the limit itself.
+        # Tune ignores max_concurrent_trials when given a generator (ray/tune/tune.py, run(): it logs a warning and
+        # drops it; a ConcurrencyLimiter wraps Searchers only): the generator holds the limit itself.
         search_alg = BasicVariantGenerator(points_to_evaluate=trials, max_concurrent=sweep.max_concurrent or 0)
         num_samples = len(trials)
     tune_config = tune.TuneConfig(
