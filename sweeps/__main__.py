@@ -302,7 +302,7 @@ def parser() -> argparse.ArgumentParser:
     evaluator.set_defaults(command=evaluate_checkpoint)
     evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
     evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
-    evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split (default: test)")
+    evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split")
     evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
 
     stat = commands.add_parser(

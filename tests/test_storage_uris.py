@@ -11,24 +11,10 @@ import time
 import pyarrow.fs
 import pytest
 
-from tests.sweeping import sweeps_cli
+from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
-TWO_TRIALS = [
-    "--epochs",
-    "2",
-    "--set",
-    "n=1000",
-    "--set",
-    "hidden_size=10",
-    "--set",
-    "batch_size=64",
-    "--set",
-    "grad_clip=1",
-    "--set",
-    "lr=0.001,0.01",
-]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -73,7 +59,7 @@ def _cli(*args, timeout=300):
 
 def _uri_check(storage_uri: str, read_text):
     """run, then status, report, resume and evaluate on the sweep's URI; `read_text(name)` reads a file of the sweep."""
-    done = _cli("run", "synthetic", "--storage", storage_uri, "--name", "remote", *TWO_TRIALS)
+    done = _cli("run", "synthetic", "--storage", storage_uri, "--name", "remote", *TWO_SMALL_TRIALS)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = done.stdout.strip().splitlines()[-1].removeprefix("report: ").replace("/report.md", "")
     assert sweep.startswith(storage_uri.split("?")[0].rstrip("/") + "/remote")

@@ -22,7 +22,7 @@ from sweeps.report import write_report
 from sweeps.run import run
 from sweeps.sweep import Sweep, command_line
 from sweeps.trial import ship, unship
-from tests.sweeping import check_tables, checkpoint_dirs, sweeps_cli
+from tests.sweeping import TWO_SMALL_TRIALS, check_tables, checkpoint_dirs, sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
@@ -214,21 +214,10 @@ def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
         tmp_path,
         "--name",
         "tb",
-        "--epochs",
-        "2",
         "--no-report",
         "--logger",
         "tensorboard",
-        "--set",
-        "n=1000",
-        "--set",
-        "hidden_size=10",
-        "--set",
-        "batch_size=64",
-        "--set",
-        "grad_clip=1",
-        "--set",
-        "lr=0.001,0.01",
+        *TWO_SMALL_TRIALS,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "tb" / "trials.parquet")
