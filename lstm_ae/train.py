@@ -29,6 +29,12 @@ from lstm_ae.model import LSTMAutoencoder, Output
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+HIGHER_IS_BETTER = ("accuracy",)  # of the metrics below, these are maximised; every other one is an error
+
+
+def direction(metric: str) -> str:
+    """"max" for a metric to maximise (`val_accuracy`), "min" for every loss and error (`val_mse`, `train_ce`)."""
+    return "max" if any(word in metric for word in HIGHER_IS_BETTER) else "min"
 
 
 def _whole(value) -> bool:

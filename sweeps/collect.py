@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
 
+from lstm_ae.train import direction
 from sweeps import storage
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Ray's states of a trial that has more to run
-HIGHER_IS_BETTER = ("accuracy",)  # metric names containing these are maximised; all others are errors
 
 
 def best(metric: str, values: pd.Series):
-    return values.max() if any(word in metric for word in HIGHER_IS_BETTER) else values.min()
+    return values.max() if direction(metric) == "max" else values.min()
 
 
 def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:

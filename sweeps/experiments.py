@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from lstm_ae.data import Splits, head, mnist, snp500, synthetic
+from lstm_ae.train import direction
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,17 @@ class Experiment:
     grid: dict  # the study's grid: hyperparameter -> values
     fixed: dict  # hyperparameters not swept, at the study's values
     metric: str  # what ASHA, Optuna and the best-trial choice optimise
-    mode: str  # "min" or "max"
     presets: dict
     heads: dict = field(default_factory=dict)  # LSTMAutoencoder arguments: num_classes, predict_next
     loader: dict = field(default_factory=dict)  # loader arguments
     data_params: tuple = ()  # hyperparameters that change the data (built once per value, in the driver)
     optuna_ranges: dict = field(default_factory=dict)  # overrides of the standard ranges below
     figures: tuple = ()  # the study's figures for this experiment: names of sweeps.report.EXPERIMENT_FIGURES
+
+    @property
+    def mode(self) -> str:
+        """"min" or "max": the metric's own direction (lstm_ae.train.direction), the one home of that fact."""
+        return direction(self.metric)
 
     @property
     def running_best(self) -> str:
@@ -147,7 +152,6 @@ _MNIST_ROWS = Experiment(
     grid={"hidden_size": [20, 64, 128], "lr": [1e-3, 5e-3], "batch_size": [32, 128]},
     fixed={"grad_clip": 1.0},
     metric="val_mse",
-    mode="min",
     presets={
         "quick": Preset(epochs=3, grace_period=1, checkpoint_every=1, **_MNIST_QUICK),
         "paper": Preset(epochs=100, grace_period=5, checkpoint_every=5),
@@ -170,7 +174,6 @@ EXPERIMENTS = {
             fixed={"gate_bias": "forget1", "n": 10_000},
             data_params=("n",),
             metric="val_mse",
-            mode="min",
             # The study kept z smaller than the 50-step sequence on purpose: no identity mapping to learn.
             optuna_ranges={"hidden_size": Range("int", 10, 49)},
             presets={
@@ -190,7 +193,6 @@ EXPERIMENTS = {
             heads={"num_classes": 10},
             fixed={"grad_clip": 1.0, "recon_weight": 0.5},
             metric="val_accuracy",
-            mode="max",
         ),
         Experiment(
             name="mnist-pixels-classify",
@@ -206,7 +208,6 @@ EXPERIMENTS = {
             fixed={"batch_size": 128, "grad_clip": 1.0, **PIXEL_RECIPE},
             # Accuracy, not the loss: the loss's mix changes with recon_weight, so losses do not compare.
             metric="val_accuracy",
-            mode="max",
             presets={
                 # 784 steps make every model expensive on a CPU: the quick grid uses small ones.
                 "quick": Preset(
@@ -230,7 +231,6 @@ EXPERIMENTS = {
             grid={"hidden_size": [40, 80, 120, 160], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]},
             fixed={"batch_size": 32},
             metric="val_mse",
-            mode="min",
             presets={
                 "quick": Preset(
                     epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK
@@ -249,7 +249,6 @@ EXPERIMENTS = {
             data_params=("normalize",),
             # In dollars: normalised errors do not compare across the two normalisers swept.
             metric="val_pred_mae_original",
-            mode="min",
             presets={
                 "quick": Preset(
                     epochs=5, grace_period=2, checkpoint_every=1, grid={"hidden_size": [8, 16]}, **_STOCKS_QUICK

@@ -40,7 +40,7 @@ from sweeps.sweep import (
     load_sweep,
     record,
 )
-from sweeps.trial import ship, train
+from sweeps.trial import TRIAL_NAME, run_trial, ship
 
 OPTUNA_FILE = "optuna.journal"  # Optuna sweeps: the study, for optuna-dashboard and optuna.load_study
 
@@ -76,13 +76,18 @@ def build_datasets(sweep: Sweep) -> dict:
         raise SweepError(str(error)) from None
 
 
-def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous"):
+def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous", name: str | None = None):
+    """`name`: Ray's name for it (TRIAL_NAME unless given), which names the trials (<name>_<id>) and their folders
+    (<name>_<id>_<values>)."""
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
     data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
     parameters = tune.with_parameters(
-        train, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint
+        run_trial, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint
     )
+    # Ray takes the name from the function (Experiment.get_trainable_name, ray/tune/experiment/experiment.py) and
+    # resumes a sweep only under the name it was made with (TunerInternal._validate_trainable).
+    parameters.__name__ = name or TRIAL_NAME
     return tune.with_resources(parameters, resources)
 
 
@@ -269,9 +274,19 @@ def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_chec
     sweep_dir = storage.absolute(sweep_dir)
     checkpoints.mend_records(sweep_dir)
     tuner = tune.Tuner.restore(
-        sweep_dir, trainable(sweep, datasets, on_corrupt_checkpoint), resume_unfinished=True, resume_errored=True
+        sweep_dir,
+        trainable(sweep, datasets, on_corrupt_checkpoint, name=_trial_name(sweep_dir)),
+        resume_unfinished=True,
+        resume_errored=True,
     )
     return run_tuner(tuner, sweep_dir)
+
+
+def _trial_name(sweep_dir: str) -> str:
+    """The name the sweep's trials were made under: `train` before version 0.2, whose trial folders were train_*."""
+    folders = storage.names(sweep_dir)
+    legacy = any(f.startswith("train_") for f in folders) and not any(f.startswith(f"{TRIAL_NAME}_") for f in folders)
+    return "train" if legacy else TRIAL_NAME
 
 
 def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:

@@ -24,6 +24,8 @@ from lstm_ae.train import Fit, fit
 from sweeps import checkpoints, hyperparameters
 from sweeps.experiments import EXPERIMENTS
 
+TRIAL_NAME = "trial"  # Ray's name for the trainable: trials are trial_<id>, in folders trial_<id>_<values>
+
 
 def ship(datasets: dict) -> dict:
     """The data as numpy arrays, for the object store: Ray hands every trial on a node a read-only view of the
@@ -73,8 +75,8 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
     return run, model_config
 
 
-def train(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous") -> None:
-    """`datasets`: what `ship` made of the driver's data; `data`: how the driver built it (experiment, preset,
+def run_trial(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous") -> None:
+    """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data; `data`: how the driver built it (experiment, preset,
     seed, path), which every checkpoint records with the trial's own data hyperparameters."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.

@@ -67,7 +67,7 @@ def epochs_reported(trial_dir: Path) -> list[int]:
 
 
 def trial_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(d for d in Path(sweep_dir).glob("train_*") if d.is_dir())
+    return sorted(d for d in Path(sweep_dir).glob("trial_*") if d.is_dir())
 
 
 def checkpoint_dirs(trial_dir: Path) -> list[Path]:

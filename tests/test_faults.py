@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -315,6 +316,23 @@ def test_writes_to_a_full_disk_keep_the_previous_file(tiny_disk):
         storage.write_parquet(table, pd.DataFrame({"x": range(200_000)}).assign(y=lambda d: d.x.astype(str)))
     assert pd.read_parquet(table).trial_id.tolist() == ["a"]
     assert [p.name for p in tiny_disk.iterdir()] == ["trials.parquet"]
+
+
+def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
+    """Before version 0.2 Ray knew the trials as `train` (folders train_*), and Ray resumes a sweep only under the
+    name it was made with."""
+    sweep_dir = tmp_path / "legacy"
+    as_before = "import sys, sweeps.run; sweeps.run.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
+    made = subprocess.run(
+        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))], capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert [d.name[:6] for d in sweep_dir.iterdir() if d.is_dir()] == ["train_", "train_"]
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all()
 
 
 def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path):

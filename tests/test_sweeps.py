@@ -164,7 +164,7 @@ def test_max_concurrent_is_held(local_ray, tmp_path, search):
         overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]},
     )
     sweep_dir = Path(run(sweep, str(tmp_path), search))
-    results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("train_*/result.json")]
+    results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("trial_*/result.json")]
     assert len(results) == 4 and len({pid for r in results for pid in r.pid}) == 1
 
 
@@ -195,7 +195,7 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
     assert "(figures/importances.png)" in Path(write_report(str(tmp_path / "a"))).read_text()
 
     # A sweep whose trials have no checkpoint left still gets a report: the table, and why there is no more.
-    for folder in (tmp_path / "b").glob("train_*/checkpoint_*"):
+    for folder in (tmp_path / "b").glob("trial_*/checkpoint_*"):
         shutil.rmtree(folder)
     text = Path(write_report(str(tmp_path / "b"))).read_text()
     assert (

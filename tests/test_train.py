@@ -6,7 +6,7 @@ import torch
 
 from lstm_ae.data import Split, Splits, mnist, synthetic
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import evaluate, fit, losses
+from lstm_ae.train import direction, evaluate, fit, losses
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,11 @@ def test_metrics_per_head(mnist_root):
     )
     assert predict["val_loss"] == pytest.approx(0.7 * predict["val_mse"] + 0.3 * predict["val_pred_mse"])
     assert "val_accuracy" not in predict
+    # Every metric has its direction: accuracies up, every loss and error down (ASHA, Optuna and the tables use it).
+    assert {m: direction(m) for m in classify if m != "epoch"} == {
+        m: "max" if m.endswith("accuracy") else "min" for m in classify if m != "epoch"
+    }
+    assert direction("val_pred_mae_original") == "min"
 
 
 def test_losses_by_hand():
