@@ -33,7 +33,7 @@ HIGHER_IS_BETTER = ("accuracy",)  # of the metrics below, these are maximised; e
 
 
 def direction(metric: str) -> str:
-    """"max" for a metric to maximise (`val_accuracy`), "min" for every loss and error (`val_mse`, `train_ce`)."""
+    """ "max" for a metric to maximise (`val_accuracy`), "min" for every loss and error (`val_mse`, `train_ce`)."""
     return "max" if any(word in metric for word in HIGHER_IS_BETTER) else "min"
 
 

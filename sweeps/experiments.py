@@ -61,7 +61,7 @@ class Experiment:
 
     @property
     def mode(self) -> str:
-        """"min" or "max": the metric's own direction (lstm_ae.train.direction), the one home of that fact."""
+        """ "min" or "max": the metric's own direction (lstm_ae.train.direction), the one home of that fact."""
         return direction(self.metric)
 
     @property

@@ -322,9 +322,14 @@ def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
     """Before version 0.2 Ray knew the trials as `train` (folders train_*), and Ray resumes a sweep only under the
     name it was made with."""
     sweep_dir = tmp_path / "legacy"
-    as_before = "import sys, sweeps.run; sweeps.run.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
+    as_before = (
+        "import sys, sweeps.run; sweeps.run.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
+    )
     made = subprocess.run(
-        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert made.returncode == 0, made.stderr[-3000:]
     assert [d.name[:6] for d in sweep_dir.iterdir() if d.is_dir()] == ["train_", "train_"]
