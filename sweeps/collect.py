@@ -11,6 +11,8 @@ an earlier checkpoint reports the epochs after it again) is kept once, as last r
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
@@ -39,6 +41,18 @@ def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(("train_", "val_"))]
+
+
+class _DropNotStartedYet(logging.Filter):
+    """ExperimentAnalysis warns of every trial with no result file, which is every pending trial of a running sweep
+    (ray/tune/analysis/experiment_analysis.py, _fetch_trial_dataframes); other failures to read still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failures = record.getMessage().splitlines()[1:]
+        return not (failures and all("were not found at" in line for line in failures))
+
+
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropNotStartedYet())
 
 
 def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:

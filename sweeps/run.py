@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from unittest import mock
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -149,10 +150,41 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
     )
 
 
+MLFLOW_FILE = "mlflow.db"
+
+
+def check_loggers(sweep: Sweep, sweep_dir: str) -> None:
+    """What would fail in the loggers' set-up, found before Ray starts: W&B without a login (unless offline), an
+    MLflow tracking server that does not answer (a local sweep keeps its own SQLite store instead)."""
+    offline = os.environ.get("WANDB_MODE") in ("offline", "disabled")
+    if "wandb" in sweep.loggers and not offline and not os.environ.get("WANDB_API_KEY"):
+        import wandb  # the same sources of a key as WandbLoggerCallback.setup (ray/air/integrations/wandb.py)
+
+        if not wandb.login(prompt=False, verify=False):
+            raise SweepError(
+                "--logger wandb finds no W&B login: run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline "
+                "to keep the runs on disk (`wandb sync` uploads them later)"
+            )
+    if "mlflow" in sweep.loggers and "://" in sweep_dir:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+        try:
+            with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+                mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as error:  # MLflow's own errors, whatever the store
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise SweepError(
+                f"--logger mlflow cannot use its tracking store {uri} ({first_line}): set MLFLOW_TRACKING_URI to a "
+                "server that answers"
+            ) from None
+
+
 def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
     """Ray Tune's own logger callbacks for --logger; Ray pickles them with the Tuner, so resume keeps them.
-    TensorBoard writes events in each trial's folder (`tensorboard --logdir SWEEP`); MLflow a file store in the sweep
-    folder (`mlflow ui --backend-store-uri SWEEP/mlruns`) for a local sweep; W&B its project named after the sweep
+    TensorBoard writes events in each trial's folder (`tensorboard --logdir SWEEP`); MLflow, for a local sweep, an
+    SQLite store in the sweep folder (`mlflow ui --backend-store-uri sqlite:///SWEEP/mlflow.db`; MLflow 3 refuses
+    its old file store), elsewhere MLFLOW_TRACKING_URI's server; W&B its project named after the sweep
     (WANDB_MODE=offline keeps it on disk)."""
     name = storage.parent_and_name(sweep_dir)[1]
     callbacks = []
@@ -168,7 +200,7 @@ def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
         elif logger == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-            uri = None if "://" in sweep_dir else f"file://{storage.join(sweep_dir, 'mlruns')}"
+            uri = None if "://" in sweep_dir else f"sqlite:///{storage.join(sweep_dir, MLFLOW_FILE)}"
             callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name))
     return callbacks
 
@@ -198,6 +230,7 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
+    check_loggers(sweep, sweep_dir)
     datasets = build_datasets(sweep)
     try:
         storage.check_writable(storage.absolute(storage_path))
@@ -295,8 +328,12 @@ def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:
     try:
         with _without_ray_resume_advice():
             tuner.fit()  # on Ctrl-C, Tune saves the experiment's state and returns
-    finally:  # interrupted or not, the tables cover what has run
-        trials, _ = collect.write_tables(sweep_dir)
+    except BaseException:
+        # The tables keep what ran; failing to write them (Ray may have written no state yet) must not hide why.
+        with contextlib.suppress(Exception):
+            collect.write_tables(sweep_dir)
+        raise
+    trials, _ = collect.write_tables(sweep_dir)  # interrupted or not, the tables cover what has run
     if len(trials) and trials.status.isin(collect.UNFINISHED).any():
         raise SweepInterrupted(sweep_dir)
     return sweep_dir

@@ -91,6 +91,10 @@ def test_quick_bench_from_the_command_line(tmp_path):
         efficiency.to_string()
     )  # the workers' start is found and taken out
 
+    loggers = table[table.measure == "loggers"]  # the test extra installs every logger's package
+    assert [q.split()[0] for q in sorted(loggers.quantity)] == ["mlflow", "tensorboard", "wandb"]
+    assert loggers.detail.str.contains("ms per reported epoch").all()
+
     pixel = table[table.measure == "pixel"].set_index("quantity")
     bf16 = pixel.loc["bf16 vs fp32 step time, recipe model (layernorm cell)"]
     assert 0 < bf16.value < 10 and "ms per step" in bf16.detail, pixel.to_string()

@@ -1,9 +1,11 @@
 """Real sweeps on a real local Ray, at tiny scale."""
 
-import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -234,16 +236,62 @@ def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
     assert "--logger tensorboard" in json.loads((tmp_path / "tb" / "sweep.json").read_text())["command"]
 
 
+def test_wandb_and_mlflow_loggers_record_every_epoch_offline(tmp_path):
+    """W&B in its offline mode (its run files on disk), MLflow in its SQLite store in the sweep folder, read back by
+    MLflow's client and W&B's command line."""
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    args = ["--storage", tmp_path, "--name", "logged", "--no-report", "--logger", "wandb", "--logger", "mlflow"]
+    done = sweeps_cli("run", "synthetic", *args, *TWO_SMALL_TRIALS, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "logged" / "trials.parquet")
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'logged' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("logged").experiment_id])
+    assert sorted(run.data.metrics["best_val_mse"] for run in runs) == pytest.approx(sorted(trials.best_val_mse))
+    assert all(len(client.get_metric_history(run.info.run_id, "val_mse")) == 2 for run in runs)
+
+    # W&B's own command finds one run per trial to upload later (its Python package no longer reads run files).
+    found = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "wandb"),
+            "sync",
+            "--dry-run",
+            *map(str, tmp_path.glob("wandb/offline-run-*")),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert "Would sync 2 run(s)" in found.stdout + found.stderr
+    for trial_id in trials.trial_id:
+        (run_file,) = tmp_path.glob(f"wandb/offline-run-*-{trial_id}/run-{trial_id}.wandb")
+        assert run_file.read_bytes().count(b"val_mse") >= 2  # a history record per epoch
+
+
 @pytest.mark.parametrize("logger", ["wandb", "mlflow"])
 def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, logger):
-    if importlib.util.find_spec(logger) is not None:
-        pytest.skip(f"{logger} is installed")
-    done = sweeps_cli("run", "synthetic", "--storage", tmp_path, "--logger", logger)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    # sys.modules[name] = None is how Python blocks an import: the package looks uninstalled.
+    as_if_missing = f"import sys; sys.modules[{logger!r}] = None; from sweeps.__main__ import main; sys.exit(main())"
+    args = ["run", "synthetic", "--storage", tmp_path, "--logger", logger]
+    done = subprocess.run([sys.executable, "-c", as_if_missing, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert (
         f"--logger {logger} needs the {logger} package: install it with `.venv/bin/pip install -e '.[{logger}]'`"
         in done.stderr
     )
+    assert not any(tmp_path.iterdir())
+
+
+def test_wandb_without_a_login_is_refused_before_ray_starts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    done = sweeps_cli(
+        "run", "synthetic", "--storage", tmp_path, "--logger", "wandb", env={**env, "HOME": str(tmp_path)}
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--logger wandb finds no W&B login: run `wandb login`" in done.stderr and "WANDB_MODE=offline" in done.stderr
     assert not any(tmp_path.iterdir())
 
 

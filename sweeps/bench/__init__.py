@@ -6,7 +6,8 @@
 It prints a table (one row per quantity: measure, quantity, value, target, whether it holds, detail) and writes
 `OUT/bench.parquet` (the same rows), `OUT/machine.json` (CPU, cores, versions, GPU, load average) and, under
 `OUT/sweeps/`, the sweeps it ran, with Ray's output in `OUT/ray.log`. The measures, in the order of `MEASURES`, each
-described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, pixel (the
+described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, loggers (what each opt-in logger
+adds per reported epoch), pixel (the
 pixel-by-pixel MNIST model's step time: precisions, threads, a projected epoch) and, with `device="cuda"` only, GPU
 packing. On "cuda" the bench runs only the measures written for a GPU.
 
@@ -32,6 +33,7 @@ import torch
 from sweeps.bench import (
     asha,
     gpu_packing,
+    loggers,
     memory,
     parallel_efficiency,
     pixel,
@@ -73,6 +75,7 @@ MEASURES = [
     Measure("threads", threads.run),
     Measure("ASHA", asha.run, {"epochs": ("<=", 0.35), "best": ("<=", 1.05)}, ray=True),
     Measure("memory", memory.run, {"store": ("<=", 1.5), "private": ("<=", 0.5)}, ray=True),
+    Measure("loggers", loggers.run, ray=True),
     # Seconds per epoch of one pixel trial: the showcase's 12 epochs in an hour on this 2-core machine; in minutes on a GPU.
     Measure("pixel", pixel.run, {"cpu epoch": ("<=", 300), "cuda epoch": ("<=", 20)}, devices=DEVICES),
     Measure("GPU packing", gpu_packing.run, {"4 trials": (">=", 2.5)}, devices=("cuda",)),

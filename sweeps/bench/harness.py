@@ -41,6 +41,8 @@ class Budget:
     pixel_thread_length: int  # pixel: the pixels per sequence when 1 thread and 2 are compared
     pixel_thread_repeats: int
     pack_steps: int  # GPU packing: timed steps per packed trial
+    logger_epochs: int  # loggers: the shorter budget of the 2 trials (the longer is 4x), without and with each logger
+    logger_rounds: int
 
 
 QUICK = Budget(
@@ -59,6 +61,8 @@ QUICK = Budget(
     pixel_thread_length=98,  # an eighth of the sequence: 2 threads on 2 busy cores took 30 s per 784-pixel step
     pixel_thread_repeats=2,
     pack_steps=5,
+    logger_epochs=1,
+    logger_rounds=1,
 )
 FULL = Budget(
     repeats=5,
@@ -77,6 +81,8 @@ FULL = Budget(
     pixel_thread_length=784,
     pixel_thread_repeats=3,
     pack_steps=20,
+    logger_epochs=10,
+    logger_rounds=2,
 )
 
 
