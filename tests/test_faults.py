@@ -370,3 +370,30 @@ def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(sweep_dir, 2)
     assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+
+
+def test_optunas_study_survives_ctrl_c_and_resume(tmp_path):
+    """The journal in the sweep folder goes on where it stopped: after the resume it holds every trial once, with
+    the values the tables hold, and Optuna's own loader reads it."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    sweep_dir = tmp_path / "searched"
+    args = ["run", "synthetic", "--storage", tmp_path, "--name", sweep_dir.name, "--search", "optuna", "--seed", "5"]
+    options = ["--num-samples", "4", "--max-concurrent", "1", "--epochs", "40", "--no-early-stop", "--no-report"]
+    driver = start_driver(*args, *options, "--set", "n=1000", log=tmp_path / "driver.log")
+    # The first trial done, the second part-way: Ctrl-C.
+    wait_for(lambda: len(trial_dirs(sweep_dir)) == 2 and epochs_reported(trial_dirs(sweep_dir)[-1]), 240, "a 2nd trial")
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 4)
+    journal = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    study = optuna.load_study(study_name=sweep_dir.name, storage=journal)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == len(study.trials) == 4  # the interrupted trial finished under its own number
+    assert sorted(t.params["lr"] for t in complete) == pytest.approx(sorted(trials["config/lr"]))
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(trials["best_val_mse"]))
