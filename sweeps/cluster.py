@@ -48,7 +48,14 @@ def start_ray(address: str | None = None) -> None:
     import ray
 
     if address or os.environ.get("RAY_ADDRESS"):
-        context = ray.init(address=address)  # None: Ray reads RAY_ADDRESS
+        try:
+            context = ray.init(address=address)  # None: Ray reads RAY_ADDRESS
+        except (ConnectionError, TimeoutError) as error:  # OSErrors, but of the cluster, not of a path
+            named = address or f"{os.environ['RAY_ADDRESS']} (RAY_ADDRESS)"
+            raise SweepError(
+                f"could not connect to the Ray cluster at {named} ({_first_line(error)}): check that it is up and "
+                "that this machine reaches it"
+            ) from None
     else:
         _keep_imported_ray_local()
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
@@ -59,7 +66,8 @@ def start_ray(address: str | None = None) -> None:
 def check_cluster(address: str, given_as: str = "--address", timeout_s: float = 5.0) -> None:
     """Fail in seconds where no Ray cluster answers at `address`: Ray itself retries for minutes."""
     if address.startswith("ray://"):
-        return  # Ray Client: its own connection checks apply
+        _check_answers(*_client_host_port(address, given_as), address, given_as, timeout_s, CLIENT_HINT)
+        return
     # Ray's own resolution of `auto` (RAY_ADDRESS, then the last `ray start` on this machine) and of host:port.
     from ray._private.services import canonicalize_bootstrap_address
 
@@ -77,11 +85,33 @@ def check_cluster(address: str, given_as: str = "--address", timeout_s: float = 
         raise SweepError(f"{given_as} {address} is not a Ray address ({error}): use auto or host:port") from None
     if not resolved:
         raise SweepError(f"no running Ray cluster found for {given_as} {address}: {hint}")
+    _check_answers(host, port, address, given_as, timeout_s, hint)
+
+
+# Ray Client's server listens on the head node's port 10001 unless `ray start --ray-client-server-port` says otherwise.
+CLIENT_PORT = 10001
+CLIENT_HINT = "start the cluster (`ray start --head` serves Ray Client on port 10001) or check the host and port"
+
+
+def _client_host_port(address: str, given_as: str) -> tuple[str, int]:
+    host, _, port = address.removeprefix("ray://").partition(":")
+    try:
+        return host, int(port) if port else CLIENT_PORT
+    except ValueError:
+        raise SweepError(f"{given_as} {address}: the port must be a number, as in ray://host:10001") from None
+
+
+def _check_answers(host: str, port: int, address: str, given_as: str, timeout_s: float, hint: str) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or error
-        raise SweepError(f"no Ray cluster answers at {resolved} ({given_as} {address}: {reason}): {hint}") from None
+        raise SweepError(f"no Ray cluster answers at {host}:{port} ({given_as} {address}: {reason}): {hint}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def machine_resources() -> dict:

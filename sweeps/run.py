@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import pickletools
 import time
 from unittest import mock
 
@@ -289,7 +290,12 @@ def prepare_resume(
         sweep.data = storage.absolute(data)
     sweep.validate()
     try:
-        restorable = tune.Tuner.can_restore(sweep_dir)
+        restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
+        if restorable:
+            tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
+            # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
+            for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
+                pass
     except Exception as error:  # Ray's own state file, damaged
         raise SweepError(
             f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "

@@ -156,7 +156,8 @@ def test_readme_job_submission(head_node, tmp_path):
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
 
 
-def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path):
+@pytest.mark.parametrize("scheme", ["", "ray://"])  # a head node's GCS, or Ray Client's server
+def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path, scheme):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -169,7 +170,7 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path):
             "run",
             "synthetic",
             "--address",
-            f"127.0.0.1:{port}",
+            f"{scheme}127.0.0.1:{port}",
             "--storage",
             str(tmp_path),
             "--name",
@@ -179,6 +180,7 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path):
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2 and "no Ray cluster answers at" in done.stderr
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"no Ray cluster answers at 127.0.0.1:{port} (--address {scheme}127.0.0.1:{port}" in done.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "x").exists()  # nothing written
