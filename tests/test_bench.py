@@ -91,8 +91,8 @@ def test_quick_bench_from_the_command_line(tmp_path):
         efficiency.to_string()
     )  # the workers' start is found and taken out
 
-    loggers = table[table.measure == "loggers"]  # the test extra installs every logger's package
-    assert [q.split()[0] for q in sorted(loggers.quantity)] == ["mlflow", "tensorboard", "wandb"]
+    loggers = table[table.measure == "loggers"]  # the quick bench times TensorBoard's alone
+    assert loggers.quantity.tolist() == ["tensorboard vs no logger (sweep time, 4 epochs)"]
     assert loggers.detail.str.contains("ms per reported epoch").all()
 
     pixel = table[table.measure == "pixel"].set_index("quantity")

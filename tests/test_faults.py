@@ -340,19 +340,20 @@ def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
     assert (trials.status == "TERMINATED").all()
 
 
-@pytest.mark.parametrize("state", ["experiment_state-*.json", "tuner.pkl"])
-def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(tmp_path, state):
-    sweep_dir = tmp_path / "damaged"
-    made = sweeps_cli(*run_args(sweep_dir, 1))
+def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(tmp_path):
+    made = sweeps_cli(*run_args(tmp_path / "whole", 1))
     assert made.returncode == 0, made.stderr[-3000:]
-    (path,) = sweep_dir.glob(state)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short, as by a full disk or a lost mount
-    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    for state in ("experiment_state-*.json", "tuner.pkl"):
+        sweep_dir = tmp_path / f"damaged-{state[:5]}"
+        shutil.copytree(tmp_path / "whole", sweep_dir)
+        (path,) = sweep_dir.glob(state)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short, as by a full disk or a lost mount
+        before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
 
-    done = sweeps_cli("resume", sweep_dir, "--no-report")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
-    assert f"{sweep_dir}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
-    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
+        done = sweeps_cli("resume", sweep_dir, "--no-report")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+        assert f"{sweep_dir}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
+        assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
 
 def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path):

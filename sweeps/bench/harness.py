@@ -43,6 +43,7 @@ class Budget:
     pack_steps: int  # GPU packing: timed steps per packed trial
     logger_epochs: int  # loggers: the shorter budget of the 2 trials (the longer is 4x), without and with each logger
     logger_rounds: int
+    logger_names: tuple | None  # loggers: which (None: every installed one)
 
 
 QUICK = Budget(
@@ -63,6 +64,7 @@ QUICK = Budget(
     pack_steps=5,
     logger_epochs=1,
     logger_rounds=1,
+    logger_names=("tensorboard",),  # each logger costs 2 sweeps of several seconds, even this small
 )
 FULL = Budget(
     repeats=5,
@@ -83,6 +85,7 @@ FULL = Budget(
     pack_steps=20,
     logger_epochs=10,
     logger_rounds=2,
+    logger_names=None,
 )
 
 

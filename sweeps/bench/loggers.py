@@ -21,7 +21,8 @@ SMALL_TRIALS = {"hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2]}  # 
 def run(bench: Bench) -> list[Row]:
     from sweeps.sweep import LOGGERS
 
-    installed = [name for name, (module, _) in LOGGERS.items() if importlib.util.find_spec(module)]
+    names = bench.budget.logger_names or LOGGERS
+    installed = [name for name in names if importlib.util.find_spec(LOGGERS[name][0])]
     short = bench.budget.logger_epochs
     lengths = (short, 4 * short)  # two budgets: the difference per epoch, apart from what each trial pays once
     counter = itertools.count()
