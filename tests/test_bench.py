@@ -95,6 +95,10 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert loggers.quantity.tolist() == ["tensorboard vs no logger (sweep time, 4 epochs)"]
     assert loggers.detail.str.contains("ms per reported epoch").all()
 
+    parity = table[table.measure == "precision parity"]
+    assert [q.split(":")[0] for q in parity.quantity] == ["rows", "pixels"] and (parity.target == "<= 1").all()
+    assert parity.detail.str.contains("val accuracy fp32/bf16 per seed").all()
+
     pixel = table[table.measure == "pixel"].set_index("quantity")
     bf16 = pixel.loc["bf16 vs fp32 step time, recipe model (layernorm cell)"]
     assert 0 < bf16.value < 10 and "ms per step" in bf16.detail, pixel.to_string()

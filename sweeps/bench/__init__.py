@@ -8,7 +8,8 @@ It prints a table (one row per quantity: measure, quantity, value, target, wheth
 `OUT/sweeps/`, the sweeps it ran, with Ray's output in `OUT/ray.log`. The measures, in the order of `MEASURES`, each
 described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, loggers (what each opt-in logger
 adds per reported epoch), pixel (the
-pixel-by-pixel MNIST model's step time: precisions, threads, a projected epoch) and, with `device="cuda"` only, GPU
+pixel-by-pixel MNIST model's step time: precisions, threads, a projected epoch), precision parity (bf16's accuracy
+against fp32's, over fp32's own noise between seeds) and, with `device="cuda"` only, GPU
 packing. On "cuda" the bench runs only the measures written for a GPU.
 
 Run it through the command line, which keeps the Ray it starts on 127.0.0.1 (`keep_ray_local`), as for every
@@ -36,6 +37,7 @@ from sweeps.bench import (
     loggers,
     memory,
     parallel_efficiency,
+    parity,
     pixel,
     threads,
     trainer_overhead,
@@ -78,6 +80,8 @@ MEASURES = [
     Measure("loggers", loggers.run, ray=True),
     # Seconds per epoch of one pixel trial: the showcase's 12 epochs in an hour on this 2-core machine; in minutes on a GPU.
     Measure("pixel", pixel.run, {"cpu epoch": ("<=", 300), "cuda epoch": ("<=", 20)}, devices=DEVICES),
+    # bf16 within fp32's seed-to-seed noise, or the experiments' default precision stays fp32.
+    Measure("precision parity", parity.run, {"noise": ("<=", 1.0)}, devices=DEVICES),
     Measure("GPU packing", gpu_packing.run, {"4 trials": (">=", 2.5)}, devices=("cuda",)),
 ]
 
