@@ -106,7 +106,7 @@ def report(args) -> None:
     from sweeps.report import write_report
 
     sweep_dir = storage.absolute(args.path)
-    print(f"report: {write_report(sweep_dir, args.top, args.data, args.format)}")
+    print(f"report: {write_report(sweep_dir, args.top, args.data, args.format, args.out)}")
 
 
 def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
@@ -295,6 +295,11 @@ def parser() -> argparse.ArgumentParser:
     reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
     reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
     reporter.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="the figures' file format")
+    reporter.add_argument(
+        "--out",
+        help="publish the report in this folder instead (report.md, figures, tables and the best model.pt: "
+        "all that `sweeps evaluate` needs to check it, e.g. for results/showcase/)",
+    )
 
     evaluator = commands.add_parser(
         "evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split"

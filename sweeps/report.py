@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -19,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import checkpoints, collect, evaluate, figures, status, storage
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
-from sweeps.sweep import Sweep, command_line, load_sweep, relative
+from sweeps.sweep import Sweep, SweepError, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
 
@@ -56,14 +57,23 @@ def _best_readable(choices: pd.DataFrame, entry) -> tuple[pd.Series | None, eval
     return None, None
 
 
-def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format: str = "png") -> str:
-    """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster); `format`: the figures'."""
+def write_report(
+    sweep_dir: str, top: int = 10, data: str | None = None, format: str = "png", out: str | None = None
+) -> str:
+    """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster); `format`: the figures';
+    `out`: a folder to publish the report in instead of the sweep's own: report.md, figures/, the two tables and the
+    best checkpoint's model.pt, all that `sweeps evaluate` needs to check the report's test figures."""
     sweep = load_sweep(sweep_dir)
     if data:
         sweep.data = storage.absolute(data)
     entry = sweep.entry
     trials, metrics = collect.write_tables(sweep_dir)
-    folder = storage.join(sweep_dir, FIGURES)
+    target = storage.absolute(out) if out else sweep_dir
+    if out:
+        _check_out(target)
+        for table in (collect.TRIALS_FILE, collect.METRICS_FILE):
+            storage.write_bytes(storage.join(target, table), storage.read_bytes(storage.join(sweep_dir, table)))
+    folder = storage.join(target, FIGURES)
     storage.make_dirs(folder)
     choices = collect.ranked(trials, entry.metric, entry.mode)
     sections = [_header(sweep, trials)]
@@ -74,12 +84,16 @@ def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format:
             "No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below."
         )
         sections.append(_trials_table(trials, sweep, top))
-        return _write(sweep_dir, sections)
+        return _write(target, sections)
     if best.trial_id != choices.iloc[0].trial_id:
         sections.append(
             f"> The best trial, `{choices.iloc[0].trial_id}`, has no readable checkpoint (stopped before its first, "
             f"or damaged): the report evaluates the best trial that has one."
         )
+    if out:  # the checkpoint published with the report, and evaluated from there
+        published = storage.join(target, checkpoints.MODEL_FILE)
+        storage.write_bytes(published, storage.read_bytes(storage.join(trained.path, checkpoints.MODEL_FILE)))
+        trained = replace(trained, path=published)
     ctx = _context(sweep, best, trained, metrics, folder)
     ctx.format = format
     test = evaluate.metrics(ctx.trained, ctx.splits, "test")
@@ -90,11 +104,20 @@ def write_report(sweep_dir: str, top: int = 10, data: str | None = None, format:
     sections += ["## Figures", *[f"![{caption}]({path})\n\n*{caption}*" for path, caption in shown]]
     sections += ctx.tables
     sections.append(_trials_table(trials, sweep, top))
-    return _write(sweep_dir, sections)
+    return _write(target, sections)
 
 
-def _write(sweep_dir: str, sections: list[str]) -> str:
-    path = storage.join(sweep_dir, REPORT_FILE)
+def _check_out(folder: str) -> None:
+    try:
+        storage.check_writable(folder)
+    except OSError as error:
+        raise SweepError(
+            f"cannot write to --out {folder} ({error.strerror or error}): choose a writable folder"
+        ) from None
+
+
+def _write(folder: str, sections: list[str]) -> str:
+    path = storage.join(folder, REPORT_FILE)
     storage.write_bytes(path, ("\n\n".join(sections) + "\n").encode())
     return path
 

@@ -53,6 +53,29 @@ def test_a_checkpoint_evaluates_to_the_reports_figures_as_json(classified):
     assert text.returncode == 0 and "mnist-rows-classify, epoch 2, on the val split" in text.stdout
 
 
+def test_a_report_published_with_out_is_checked_from_its_own_folder(classified, tmp_path):
+    """`report --out`: what a showcase commits; its evaluate command, run from where the report was written, prints
+    the report's test figures from the published model.pt alone."""
+    root, _, _ = classified
+    done = sweeps_cli("report", root / "rows", "--out", "published", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    published = tmp_path / "published"
+    assert {p.name for p in published.iterdir()} == {
+        "report.md",
+        "figures",
+        "trials.parquet",
+        "metrics.parquet",
+        "model.pt",
+    }
+    report = (published / "report.md").read_text()
+    (command,) = [line.strip() for line in report.splitlines() if line.strip().startswith("sweeps evaluate")]
+    assert command.split()[2] == "published/model.pt"  # relative to where the report was written from
+    again = sweeps_cli(*command.split()[1:], "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"| accuracy | {json.loads(again.stdout)['accuracy']:.6g} |" in report
+    assert "(figures/digits.png)" in report and (published / "figures" / "digits.png").exists()
+
+
 def test_data_that_moved_is_found_with_data(classified, tmp_path):
     _, data, checkpoint = classified
     moved = tmp_path / "elsewhere"
