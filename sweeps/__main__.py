@@ -159,7 +159,7 @@ def show_status(args) -> None:
 def bench(args) -> int:
     from sweeps import bench as benchmark
 
-    return benchmark.main(quick=args.quick, out=args.out, device=args.device)
+    return benchmark.main(quick=args.quick, out=args.out, device=args.device, only=args.measure)
 
 
 def _summary(sweep_dir: str) -> None:
@@ -342,6 +342,13 @@ def parser() -> argparse.ArgumentParser:
         default="cpu",
         choices=["cpu", "cuda"],
         help="cuda: the pixel measures on a GPU (fp32/bf16/fp16) and 1/2/4/8 trials packed on it",
+    )
+    bencher.add_argument(
+        "--measure",
+        action="append",
+        metavar="NAME",
+        help="run only this measure (repeatable): trainer-overhead, trial-overhead, parallel-efficiency, threads, "
+        "asha, memory, loggers, pixel, precision-parity, gpu-packing (default: all for the device)",
     )
     return top
 

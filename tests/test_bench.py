@@ -125,3 +125,11 @@ def test_cuda_without_a_gpu_is_one_line_and_status_2_before_anything_is_written(
     captured = capsys.readouterr()
     assert captured.err == "sweeps: error: --device cuda: no CUDA GPU here\n" and captured.out == ""
     assert not (tmp_path / "bench").exists()
+
+
+def test_measures_are_chosen_by_name_and_unknown_ones_refused(tmp_path, capsys):
+    assert main(["bench", "--quick", "--measure", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "--measure nope: no such measure; choose among trainer-overhead," in capsys.readouterr().err
+    assert main(["bench", "--quick", "--measure", "threads", "--out", str(tmp_path / "b")]) == 0
+    table = pd.read_parquet(tmp_path / "b" / "bench.parquet")
+    assert set(table.measure) == {"threads"} and not (tmp_path / "x").exists()

@@ -86,9 +86,23 @@ MEASURES = [
 ]
 
 
-def main(quick: bool = False, out: str | None = None, device: str = "cpu") -> int:
+def slug(name: str) -> str:
+    """A measure's name on the command line: "precision parity" -> "precision-parity"."""
+    return name.lower().replace(" ", "-")
+
+
+def main(quick: bool = False, out: str | None = None, device: str = "cpu", only: list[str] | None = None) -> int:
+    """`only`: the slugs of the measures to run (None: every measure for the device)."""
     if problem := _device_problem(device):
         print(f"sweeps: error: --device {device}: {problem}", file=sys.stderr)
+        return 2
+    chosen = [m for m in MEASURES if device in m.devices and (only is None or slug(m.name) in only)]
+    if unknown := sorted(set(only or ()) - {slug(m.name) for m in MEASURES}):
+        names = ", ".join(slug(m.name) for m in MEASURES)
+        print(f"sweeps: error: --measure {unknown[0]}: no such measure; choose among {names}", file=sys.stderr)
+        return 2
+    if not chosen:
+        print(f"sweeps: error: --measure {', '.join(only)}: none runs on --device {device}", file=sys.stderr)
         return 2
     out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out(out)
@@ -96,7 +110,7 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu") -> in
     torch.set_num_threads(1)  # as a trial of 1 CPU runs
     machine = {**machine_info(), "mode": "quick" if quick else "full", "device": device}
     bench = Bench(QUICK if quick else FULL, out, machine["cores"], device)
-    rows, ray_start_s = _run_all([m for m in MEASURES if device in m.devices], bench)
+    rows, ray_start_s = _run_all(chosen, bench)
     if ray_start_s is not None:
         machine["ray_start_s"] = round(ray_start_s, 2)
     machine.update(bench_s=round(time.perf_counter() - started, 1), load_average_at_end=list(os.getloadavg()))
