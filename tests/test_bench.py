@@ -104,6 +104,8 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert 0 < bf16.value < 10 and "ms per step" in bf16.detail, pixel.to_string()
     assert "bf16 vs fp32 step time, plain nn.LSTM encoder" in pixel.index
     assert "2 threads vs 1 step speed-up, recipe model in bf16" in pixel.index
+    at_128 = pixel.loc["projected epoch of one trial on 50,000 images (s), batch 128 (the experiment's)"]
+    assert at_128.target == "<= 300" and "391 steps of batch 128" in at_128.detail
     epoch = pixel.loc["projected epoch of one trial on 50,000 images (s)"]
     assert epoch.target == "<= 300" and epoch.value > 0 and "782 steps of batch 64" in epoch.detail
 

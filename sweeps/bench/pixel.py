@@ -20,6 +20,7 @@ from sweeps.bench.harness import Bench, Row, interleaved
 from sweeps.experiments import PIXEL_RECIPE
 
 HIDDEN, BATCH, STEPS, TRAIN_IMAGES = 64, 64, 784, 50_000
+EXPERIMENT_BATCH = 128  # mnist-pixels-classify's own batch (the study's); the showcase ran at 64
 CELLS = {"recipe": PIXEL_RECIPE["encoder_cell"], "plain": "lstm"}  # "layernorm", nn.LSTM
 NAMES = {"recipe": "recipe model (layernorm cell)", "plain": "plain nn.LSTM encoder"}
 
@@ -29,7 +30,16 @@ class Stepper:
     (autocast forward and loss, backward, clip at 1, Adam), in seconds. The cosine schedule's per-step update is
     left out: a few float operations next to 784 recurrent steps."""
 
-    def __init__(self, cell: str, precision: str, device: str, threads: int = 1, length: int = STEPS, seed: int = 0):
+    def __init__(
+        self,
+        cell: str,
+        precision: str,
+        device: str,
+        threads: int = 1,
+        length: int = STEPS,
+        seed: int = 0,
+        batch: int = BATCH,
+    ):
         self.device, self.precision, self.threads = torch.device(device), precision, threads
         torch.manual_seed(seed)
         recipe = {"gate_bias": PIXEL_RECIPE["gate_bias"], "recurrent_init": PIXEL_RECIPE["recurrent_init"]}
@@ -38,8 +48,8 @@ class Stepper:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         # As the trainer does: only fp16 needs its gradients scaled (bf16 has fp32's range).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
-        self.x = torch.rand(BATCH, length, 1, device=self.device)  # the model's init stays that of 784 steps
-        self.y = torch.randint(0, 10, (BATCH,), device=self.device)
+        self.x = torch.rand(batch, length, 1, device=self.device)  # the model's init stays that of 784 steps
+        self.y = torch.randint(0, 10, (batch,), device=self.device)
 
     def __call__(self) -> float:
         torch.set_num_threads(self.threads)
@@ -85,6 +95,7 @@ def projected_precision(device: str) -> str:
 def run(bench: Bench) -> list[Row]:
     device, kinds, low = bench.device, precisions(bench.device), projected_precision(bench.device)
     jobs = {f"{cell} {p}": Stepper(CELLS[cell], p, device) for cell in CELLS for p in kinds}
+    jobs[f"recipe {low} batch {EXPERIMENT_BATCH}"] = Stepper(CELLS["recipe"], low, device, batch=EXPERIMENT_BATCH)
     # The warm-up round pays first-call costs (oneDNN's kernels, autocast's casts, Adam's state).
     times = interleaved(jobs, bench.budget.pixel_repeats, warmup=1)
     rows = [
@@ -96,6 +107,7 @@ def run(bench: Bench) -> list[Row]:
     if device == "cpu":
         rows.append(_threads(bench))
     rows.append(_epoch(bench, times, low))
+    rows.append(_epoch(bench, times, low, EXPERIMENT_BATCH))
     return rows
 
 
@@ -123,18 +135,26 @@ def _ratio(bench: Bench, times: dict, top: str, bottom: str, quantity: str, leng
     return bench.row(quantity, median(ratios), detail=detail)
 
 
-def _epoch(bench: Bench, times: dict, precision: str) -> Row:
+def _epoch(bench: Bench, times: dict, precision: str, batch: int = BATCH) -> Row:
     """One trial's epoch, projected: the steps of an epoch times the median step. Training steps only: the epoch's
     validation pass (10,000 images, forward only) and the batches' indexing come on top."""
-    steps, chosen = math.ceil(TRAIN_IMAGES / BATCH), f"recipe {precision}"
-    step_s = median(times[chosen])
-    others = ", ".join(f"{name} {steps * median(t):.0f} s" for name, t in times.items() if name != chosen)
+    chosen = f"recipe {precision}" + (f" batch {batch}" if batch != BATCH else "")
+    steps, step_s = math.ceil(TRAIN_IMAGES / batch), median(times[chosen])
+    others = ", ".join(
+        f"{name} {math.ceil(TRAIN_IMAGES / BATCH) * median(t):.0f} s"
+        for name, t in times.items()
+        if name != chosen and "batch" not in name
+    )
     detail = (
-        f"{steps} steps of batch {BATCH} x {step_s * 1e3:.0f} ms (median of {len(times[chosen])}), {chosen}, "
-        f"{_where(bench)}; the same for {others}; training steps only, no validation pass"
+        f"{steps} steps of batch {batch} x {step_s * 1e3:.0f} ms (median of {len(times[chosen])}), {chosen}, "
+        f"{_where(bench)}; training steps only, no validation pass"
+        + (f"; at batch {BATCH}: {others}" if batch == BATCH else "")
     )
     target = "cpu epoch" if bench.device == "cpu" else "cuda epoch"
-    return bench.row(f"projected epoch of one trial on {TRAIN_IMAGES:,} images (s)", steps * step_s, target, detail)
+    quantity = f"projected epoch of one trial on {TRAIN_IMAGES:,} images (s)" + (
+        f", batch {batch} (the experiment's)" if batch != BATCH else ""
+    )
+    return bench.row(quantity, steps * step_s, target, detail)
 
 
 def _where(bench: Bench) -> str:
