@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 
+from sweeps.errors import first_line
 from sweeps.sweep import Sweep, SweepError
 
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -53,7 +55,7 @@ def start_ray(address: str | None = None) -> None:
         except (ConnectionError, TimeoutError) as error:  # OSErrors, but of the cluster, not of a path
             named = address or f"{os.environ['RAY_ADDRESS']} (RAY_ADDRESS)"
             raise SweepError(
-                f"could not connect to the Ray cluster at {named} ({_first_line(error)}): check that it is up and "
+                f"could not connect to the Ray cluster at {named} ({first_line(error)}): check that it is up and "
                 "that this machine reaches it"
             ) from None
     else:
@@ -94,11 +96,14 @@ CLIENT_HINT = "start the cluster (`ray start --head` serves Ray Client on port 1
 
 
 def _client_host_port(address: str, given_as: str) -> tuple[str, int]:
-    host, _, port = address.removeprefix("ray://").partition(":")
+    parts = urllib.parse.urlsplit(address)  # ray://host[:port], IPv6 hosts in brackets
     try:
-        return host, int(port) if port else CLIENT_PORT
+        port = parts.port or CLIENT_PORT
     except ValueError:
         raise SweepError(f"{given_as} {address}: the port must be a number, as in ray://host:10001") from None
+    if not parts.hostname:
+        raise SweepError(f"{given_as} {address}: no host, as in ray://host:10001")
+    return parts.hostname, port
 
 
 def _check_answers(host: str, port: int, address: str, given_as: str, timeout_s: float, hint: str) -> None:
@@ -107,11 +112,6 @@ def _check_answers(host: str, port: int, address: str, given_as: str, timeout_s:
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or error
         raise SweepError(f"no Ray cluster answers at {host}:{port} ({given_as} {address}: {reason}): {hint}") from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def machine_resources() -> dict:

@@ -12,6 +12,7 @@ an earlier checkpoint reports the epochs after it again) is kept once, as last r
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import pandas as pd
@@ -43,16 +44,16 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(("train_", "val_"))]
 
 
-class _DropNotStartedYet(logging.Filter):
-    """ExperimentAnalysis warns of every trial with no result file, which is every pending trial of a running sweep
-    (ray/tune/analysis/experiment_analysis.py, _fetch_trial_dataframes); other failures to read still show."""
+class _DropMissingResults(logging.Filter):
+    """ExperimentAnalysis warns of every trial without a results file, which includes every pending trial of a
+    running sweep (ray/tune/analysis/experiment_analysis.py, _fetch_trial_dataframes): `collect` says it itself,
+    for the trials that did run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        failures = record.getMessage().splitlines()[1:]
-        return not (failures and all("were not found at" in line for line in failures))
+        return not record.getMessage().startswith("Failed to fetch metrics")
 
 
-logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropNotStartedYet())
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResults())
 
 
 def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -60,6 +61,11 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, metrics = [], []
     for trial in analysis.trials:
         history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()))
+        if history.empty and trial.status != "PENDING":
+            print(
+                f"collect: trial {trial.trial_id} ({trial.status}) has no results file: no metrics for it",
+                file=sys.stderr,
+            )
         metrics.append(history.assign(trial_id=trial.trial_id))
         rows.append(_trial_row(trial, history, storage.uri_for(sweep_dir, trial.path)))
     trials = pd.DataFrame(rows).sort_values("trial_id", ignore_index=True) if rows else pd.DataFrame()

@@ -16,6 +16,7 @@ from lstm_ae.data import DataError, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import evaluate
 from sweeps import checkpoints, storage
+from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES
 
 SPLITS = ("test", "val")
@@ -29,7 +30,7 @@ class EvaluationError(ValueError):
 class Trained:
     """A checkpoint's model, ready to evaluate, with the hyperparameters and data record it was saved with."""
 
-    path: str  # the checkpoint's folder: a local path or a URI
+    path: str  # where it was read: the checkpoint's folder (or a published model.pt), a local path or a URI
     model: LSTMAutoencoder
     hyperparameters: dict  # lstm_ae.train.Hyperparameters as a dict
     data: dict | None  # experiment, preset, seed, path, params (None in checkpoints older than this record)
@@ -47,7 +48,7 @@ def load(path: str | Path) -> Trained:
         model.load_state_dict(state["model"])
     except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise EvaluationError(
-            f"{path} is not a usable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})"
+            f"{path} is not a usable checkpoint ({type(error).__name__}: {first_line(error)})"
         ) from None
     model.eval()
     return Trained(

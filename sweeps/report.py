@@ -19,6 +19,7 @@ import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import checkpoints, collect, evaluate, figures, status, storage
+from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
 from sweeps.sweep import Sweep, SweepError, command_line, load_sweep, relative
 
@@ -36,7 +37,7 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
             trained = evaluate.load(path)
         except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
             print(
-                f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {first_line(error)})",
                 file=sys.stderr,
                 flush=True,
             )

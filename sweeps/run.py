@@ -30,6 +30,7 @@ from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
 from sweeps import checkpoints, collect, storage
+from sweeps.errors import first_line
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
     NAME_PATTERN,
@@ -154,9 +155,10 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
 MLFLOW_FILE = "mlflow.db"
 
 
-def check_loggers(sweep: Sweep, sweep_dir: str) -> None:
-    """What would fail in the loggers' set-up, found before Ray starts: W&B without a login (unless offline), an
-    MLflow tracking server that does not answer (a local sweep keeps its own SQLite store instead)."""
+def check_loggers(sweep: Sweep, remote: bool) -> None:
+    """What would fail in the loggers' set-up, found before Ray starts: W&B without a login (unless offline); MLflow
+    for a sweep on remote storage (`remote`) without a tracking server, or with one that does not answer (a local
+    sweep keeps its own SQLite store)."""
     offline = os.environ.get("WANDB_MODE") in ("offline", "disabled")
     if "wandb" in sweep.loggers and not offline and not os.environ.get("WANDB_API_KEY"):
         import wandb  # the same sources of a key as WandbLoggerCallback.setup (ray/air/integrations/wandb.py)
@@ -166,19 +168,28 @@ def check_loggers(sweep: Sweep, sweep_dir: str) -> None:
                 "--logger wandb finds no W&B login: run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline "
                 "to keep the runs on disk (`wandb sync` uploads them later)"
             )
-    if "mlflow" in sweep.loggers and "://" in sweep_dir:
-        import mlflow
-
-        uri = mlflow.get_tracking_uri()
-        try:
-            with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
-                mlflow.MlflowClient(uri).search_experiments(max_results=1)
-        except Exception as error:  # MLflow's own errors, whatever the store
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "mlflow" in sweep.loggers and remote:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # MLflow would fall back to ./mlflow.db on the driver, away from the sweep
             raise SweepError(
-                f"--logger mlflow cannot use its tracking store {uri} ({first_line}): set MLFLOW_TRACKING_URI to a "
-                "server that answers"
-            ) from None
+                "--logger mlflow with remote --storage needs MLFLOW_TRACKING_URI, the MLflow server to log to "
+                "(a sweep in a local folder keeps its own mlflow.db)"
+            )
+        if uri.startswith(("http://", "https://")):
+            _check_mlflow_server(uri)
+
+
+def _check_mlflow_server(uri: str) -> None:
+    import mlflow
+
+    try:
+        with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # MLflow's own errors, whatever went wrong
+        raise SweepError(
+            f"--logger mlflow: no MLflow server answers at {uri} (MLFLOW_TRACKING_URI: {first_line(error)}): start "
+            "it, or point MLFLOW_TRACKING_URI at one that answers"
+        ) from None
 
 
 def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
@@ -197,7 +208,12 @@ def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
         elif logger == "wandb":
             from ray.air.integrations.wandb import WandbLoggerCallback
 
-            callbacks.append(WandbLoggerCallback(project=name))
+            # The driver's WANDB_MODE and WANDB_DIR, given to W&B's logging actor, which Ray starts with the
+            # cluster's environment (ray/air/integrations/wandb.py forwards only the API key).
+            where = {
+                key: os.environ[var] for key, var in (("mode", "WANDB_MODE"), ("dir", "WANDB_DIR")) if var in os.environ
+            }
+            callbacks.append(WandbLoggerCallback(project=name, **where))
         elif logger == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -221,6 +237,7 @@ def optuna_storage(sweep_dir: str):
 def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
     """Check the sweep, build its data and claim its folder: all before Ray starts."""
     sweep.validate()
+    check_loggers(sweep, remote="://" in storage_path)
     if sweep.data:
         sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
     name = name or f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -231,7 +248,6 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
-    check_loggers(sweep, sweep_dir)
     datasets = build_datasets(sweep)
     try:
         storage.check_writable(storage.absolute(storage_path))
@@ -289,6 +305,7 @@ def prepare_resume(
     if data:
         sweep.data = storage.absolute(data)
     sweep.validate()
+    check_loggers(sweep, remote="://" in sweep_dir)  # the loggers come back with the Tuner
     try:
         restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
         if restorable:
@@ -296,6 +313,8 @@ def prepare_resume(
             # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
             for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
                 pass
+    except (OSError, storage.StorageError):  # the storage itself: said as such by the command line, not as damage
+        raise
     except Exception as error:  # Ray's own state file, damaged
         raise SweepError(
             f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "
@@ -322,10 +341,9 @@ def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_chec
 
 
 def _trial_name(sweep_dir: str) -> str:
-    """The name the sweep's trials were made under: `train` before version 0.2, whose trial folders were train_*."""
-    folders = storage.names(sweep_dir)
-    legacy = any(f.startswith("train_") for f in folders) and not any(f.startswith(f"{TRIAL_NAME}_") for f in folders)
-    return "train" if legacy else TRIAL_NAME
+    """The name the sweep's trials were made under, as Ray recorded it: `train` before version 0.2."""
+    trials = tune.ExperimentAnalysis(sweep_dir).trials
+    return trials[0].trainable_name if trials else TRIAL_NAME
 
 
 def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:

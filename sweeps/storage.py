@@ -13,6 +13,8 @@ import uuid
 import pandas as pd
 import pyarrow.fs
 
+from sweeps.errors import first_line
+
 
 def _split_query(location: str) -> tuple[str, str]:
     """A URI's options (`s3://bucket/sweeps?endpoint_override=host:port&scheme=http`) apply to its whole file system:
@@ -65,9 +67,8 @@ def _fs(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
     try:
         return pyarrow.fs.FileSystem.from_uri(absolute(location))
     except (ValueError, NotImplementedError, pyarrow.ArrowException) as error:  # ArrowInvalid is a ValueError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StorageError(
-            f"cannot use {location} as storage ({reason}): give a local folder or a file://, s3:// or gs:// URI"
+            f"cannot use {location} as storage ({first_line(error)}): give a local folder or a file://, s3:// or gs:// URI"
         ) from None
 
 

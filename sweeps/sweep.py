@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sweeps import hyperparameters, storage
+from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 
 # --logger NAME: the module Ray Tune's logger callback needs, and the project's extra that installs it.
@@ -201,7 +202,7 @@ def load_sweep(sweep_dir: str) -> Sweep:
         sweep = Sweep(**storage.read_json(record)["sweep"])
     except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
         raise SweepError(
-            f"{record} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+            f"{record} is damaged ({type(error).__name__}: {first_line(error)}): "
             "restore it from a copy of the sweep folder"
         ) from None
     if sweep.experiment not in EXPERIMENTS:

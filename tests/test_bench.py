@@ -129,9 +129,17 @@ def test_cuda_without_a_gpu_is_one_line_and_status_2_before_anything_is_written(
     assert not (tmp_path / "bench").exists()
 
 
-def test_measures_are_chosen_by_name_and_unknown_ones_refused(tmp_path, capsys):
-    assert main(["bench", "--quick", "--measure", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "--measure nope: no such measure; choose among trainer-overhead," in capsys.readouterr().err
-    assert main(["bench", "--quick", "--measure", "threads", "--out", str(tmp_path / "b")]) == 0
+def test_measures_are_chosen_by_name_and_unknown_ones_refused(tmp_path):
+    refused = sweeps_cli("bench", "--quick", "--measure", "nope", "--out", tmp_path / "x")
+    assert (
+        refused.returncode == 2 and "--measure nope: no such measure; choose among trainer-overhead," in refused.stderr
+    )
+    elsewhere = sweeps_cli("bench", "--quick", "--measure", "gpu-packing", "--out", tmp_path / "x")
+    assert elsewhere.returncode == 2 and "--measure gpu-packing does not run on --device cpu" in elsewhere.stderr
+    chosen = sweeps_cli("bench", "--quick", "--measure", "Threads", "--out", tmp_path / "b")
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "b" / "bench.parquet")
     assert set(table.measure) == {"threads"} and not (tmp_path / "x").exists()
+    # The command line's help names every measure of the registry (it lists them without importing torch).
+    help_text = " ".join(sweeps_cli("bench", "--help").stdout.split())
+    assert all(bench.slug(m.name) in help_text for m in bench.MEASURES)

@@ -156,6 +156,21 @@ def test_readme_job_submission(head_node, tmp_path):
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
 
 
+def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypatch):
+    """Ray's ConnectionError is an OSError, which the command line would otherwise tell as a storage problem."""
+    import ray
+
+    from sweeps.cluster import start_ray
+    from sweeps.sweep import SweepError
+
+    def refuse(**_):
+        raise ConnectionError("ray client connection timeout\nmore detail")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(SweepError, match=r"could not connect to the Ray cluster at ray://10.0.0.9:10001 \(ray client"):
+        start_ray("ray://10.0.0.9:10001")
+
+
 @pytest.mark.parametrize("scheme", ["", "ray://"])  # a head node's GCS, or Ray Client's server
 def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path, scheme):
     with socket.socket() as s:  # a port nobody listens on

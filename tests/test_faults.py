@@ -355,6 +355,15 @@ def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(t
         assert f"{sweep_dir}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
         assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
+    # A finished trial whose results file is lost is named once, not in Ray's warning about every pending trial.
+    lost = shutil.copytree(tmp_path / "whole", tmp_path / "lost")
+    gone = trial_dirs(lost)[0]
+    for name in ("result.json", "progress.csv"):
+        (gone / name).unlink(missing_ok=True)
+    status = sweeps_cli("status", lost)
+    assert status.returncode == 0 and "Failed to fetch metrics" not in status.stderr, status.stderr
+    assert status.stderr.count("results file is gone") == 1 and "_".join(gone.name.split("_")[1:3]) in status.stderr
+
 
 def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path):
     sweep_dir = tmp_path / "interrupted"

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -293,6 +294,21 @@ def test_wandb_without_a_login_is_refused_before_ray_starts(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--logger wandb finds no W&B login: run `wandb login`" in done.stderr and "WANDB_MODE=offline" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("server", [None, "closed port"])
+def test_mlflow_for_remote_storage_needs_a_server_that_answers(tmp_path, server):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    if server:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.getsockname()[1]}"
+    done = sweeps_cli(
+        "run", "synthetic", "--storage", "s3://bucket/sweeps", "--logger", "mlflow", env=env, cwd=tmp_path
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    expected = "no MLflow server answers at http://127.0.0.1:" if server else "needs MLFLOW_TRACKING_URI"
+    assert expected in done.stderr and not any(tmp_path.iterdir())  # nothing written, not even ./mlflow.db
 
 
 def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, tmp_path):

@@ -96,14 +96,17 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu", only:
     if problem := _device_problem(device):
         print(f"sweeps: error: --device {device}: {problem}", file=sys.stderr)
         return 2
-    chosen = [m for m in MEASURES if device in m.devices and (only is None or slug(m.name) in only)]
-    if unknown := sorted(set(only or ()) - {slug(m.name) for m in MEASURES}):
+    wanted = None if only is None else {name.lower() for name in only}
+    if unknown := sorted((wanted or set()) - {slug(m.name) for m in MEASURES}):
         names = ", ".join(slug(m.name) for m in MEASURES)
         print(f"sweeps: error: --measure {unknown[0]}: no such measure; choose among {names}", file=sys.stderr)
         return 2
-    if not chosen:
-        print(f"sweeps: error: --measure {', '.join(only)}: none runs on --device {device}", file=sys.stderr)
+    if elsewhere := sorted(
+        slug(m.name) for m in MEASURES if slug(m.name) in (wanted or ()) and device not in m.devices
+    ):
+        print(f"sweeps: error: --measure {elsewhere[0]} does not run on --device {device}", file=sys.stderr)
         return 2
+    chosen = [m for m in MEASURES if device in m.devices and (wanted is None or slug(m.name) in wanted)]
     out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out(out)
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from unittest import mock
 
 from sweeps.bench.harness import Bench, Row, interleaved, run_sweep, synthetic_sweep
 
-SMALL_TRIALS = {"hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2]}  # two trials, one per core
+SMALL_TRIALS = {"hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]}  # 2 trials, 1 per core
 
 
 def run(bench: Bench) -> list[Row]:
@@ -30,11 +30,15 @@ def run(bench: Bench) -> list[Row]:
     def sweep(loggers: list[str], epochs: int):
         def timed() -> float:
             spec = synthetic_sweep("quick", epochs=epochs, early_stop=False, loggers=loggers, overrides=SMALL_TRIALS)
-            return run_sweep(spec, bench.out, f"loggers-{'-'.join(loggers) or 'none'}-{next(counter)}").wall_s
+            result = run_sweep(spec, bench.out, f"loggers-{'-'.join(loggers) or 'none'}-{next(counter)}")
+            if len(result.trials) != len(SMALL_TRIALS["lr"]):
+                raise RuntimeError(f"{len(result.trials)} trials: the figures per epoch assume one per lr")
+            return result.wall_s
 
         return timed
 
     jobs = {(name, epochs): sweep([name] if name else [], epochs) for name in ["", *installed] for epochs in lengths}
+    # (W&B's logging actor gets WANDB_MODE and WANDB_DIR from the callback: see sweeps.run.logger_callbacks.)
     with mock.patch.dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(bench.out), WANDB_SILENT="true"):
         # A warm-up round where there are several (the first sweep pays the trial workers' first imports).
         times = interleaved(jobs, bench.budget.logger_rounds, warmup=int(bench.budget.logger_rounds > 1))

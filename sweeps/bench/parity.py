@@ -1,7 +1,8 @@
 """Precision parity: does training in bf16 reach the accuracy fp32 reaches?
 
-For the MNIST-rows and pixel-by-pixel shapes (the classifying experiments, their models as the sweeps build them:
-rows hidden 64, pixels the recipe at hidden 64), each seed trains one model in fp32 and one in bf16 from the same
+For the MNIST-rows and pixel-by-pixel shapes (the classifying experiments' models: rows at hidden 64; pixels with
+the recipe's cell and initialisation at hidden 64, at the showcase's batch of 64 and a constant learning rate), each
+seed trains one model in fp32 and one in bf16 from the same
 initial weights over the same batches (`fit`, one pass over the first images of the real training split), then
 both are scored on the same validation images. The difference bf16 - fp32 is set against the noise: how far fp32
 runs of different seeds land from each other. Real MNIST where it is next to the project (../shared/data), else
