@@ -334,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
     )
     bencher.set_defaults(command=bench)
     bencher.add_argument(
-        "--quick", action="store_true", help="small sizes: under 2 minutes on 2 cores (the full run: under 20)"
+        "--quick", action="store_true", help="small sizes: a few minutes on 2 cores (the full run: about 40)"
     )
     bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")
     bencher.add_argument(

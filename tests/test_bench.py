@@ -71,7 +71,7 @@ def test_bare_loop_computes_the_losses_of_fits_first_epoch(name):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.timeout(900)  # under 2 minutes on an idle 2-core machine; much more while other jobs share it
+@pytest.mark.timeout(900)  # 3 to 6 minutes on a 2-core machine; much more while other jobs share it
 def test_quick_bench_from_the_command_line(tmp_path):
     done = sweeps_cli(
         "bench", "--quick", "--out", "bench", cwd=tmp_path, timeout=880

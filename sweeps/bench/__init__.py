@@ -1,7 +1,7 @@
 """The benchmark: what the trainer, Ray Tune and the machine cost, as ratios measured side by side.
 
-    python -m sweeps bench --quick                  # under 2 minutes on 2 cores
-    python -m sweeps bench --out results/bench-x    # the full run: under 20 minutes on 2 cores
+    python -m sweeps bench --quick                  # a few minutes on 2 cores
+    python -m sweeps bench --out results/bench-x    # the full run: about 40 minutes on 2 cores
 
 It prints a table (one row per quantity: measure, quantity, value, target, whether it holds, detail) and writes
 `OUT/bench.parquet` (the same rows), `OUT/machine.json` (CPU, cores, versions, GPU, load average) and, under
