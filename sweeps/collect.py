@@ -61,10 +61,9 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, metrics = [], []
     for trial in analysis.trials:
         history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()))
-        if history.empty and trial.status != "PENDING":
+        if history.empty and trial.status == "TERMINATED":  # (a pending or starting trial has none yet)
             print(
-                f"collect: trial {trial.trial_id} ({trial.status}) has no results file: no metrics for it",
-                file=sys.stderr,
+                f"collect: trial {trial.trial_id} finished, but its results file is gone: no metrics", file=sys.stderr
             )
         metrics.append(history.assign(trial_id=trial.trial_id))
         rows.append(_trial_row(trial, history, storage.uri_for(sweep_dir, trial.path)))
