@@ -84,6 +84,7 @@ def run_sweep(args) -> None:
         data=args.data,
         seed=args.seed,
         epochs=args.epochs,
+        checkpoint_every=args.checkpoint_every,
         overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
         loggers=list(dict.fromkeys(args.logger)),
     )
@@ -147,17 +148,18 @@ def show_status(args) -> None:
     from sweeps import status, storage
 
     sweep_dir = storage.absolute(args.path)
-    while True:
-        state = status.read(sweep_dir)
-        print(json.dumps(status.as_json(state)) if args.json else status.text(state), flush=True)
-        if args.watch is None or state.done:
-            return
-        try:
+    try:
+        while True:
+            state = status.read(sweep_dir)
+            print(json.dumps(status.as_json(state)) if args.json else status.text(state), flush=True)
+            if args.watch is None or state.done:
+                return
             time.sleep(args.watch)
-        except KeyboardInterrupt:  # leaving the watch is not a failure
-            return
-        if not args.json:
-            print()
+            if not args.json:
+                print()
+    except KeyboardInterrupt:  # leaving the watch, whether it was reading or waiting, is not a failure
+        if args.watch is None:
+            raise
 
 
 def bench(args) -> int:
@@ -256,6 +258,12 @@ def parser() -> argparse.ArgumentParser:
     runner.add_argument("--data", help="MNIST root folder, or the S&P 500 CSV (plain or gzipped)")
     runner.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order")
     runner.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
+    runner.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="EPOCHS",
+        help="epochs between a trial's checkpoints, its last epoch always one (default: the preset's)",
+    )
     runner.add_argument(
         "--set",
         type=_hyperparameter,

@@ -50,11 +50,10 @@ OPTUNA_FILE = "optuna.journal"  # Optuna sweeps: the study, for optuna-dashboard
 
 def param_space(sweep: Sweep) -> dict:
     """The trials' configs as Tune's search space: the fixed values, and the grid or Optuna's ranges."""
-    preset = sweep.entry.presets[sweep.preset]
     space = {
         "experiment": sweep.experiment,
         "epochs": sweep.budget,
-        "checkpoint_every": preset.checkpoint_every,
+        "checkpoint_every": sweep.checkpoint_interval,
         "seed": sweep.seed,
         **sweep.fixed(),
     }

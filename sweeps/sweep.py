@@ -61,6 +61,7 @@ class Sweep:
     data: str | None = None  # MNIST's root folder or the S&P 500 CSV
     seed: int = 0
     epochs: int | None = None  # None: the preset's
+    checkpoint_every: int | None = None  # epochs between checkpoints (the last is always one); None: the preset's
     overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
     loggers: list = field(default_factory=list)  # names of LOGGERS, from --logger
 
@@ -71,6 +72,10 @@ class Sweep:
     @property
     def budget(self) -> int:
         return self.epochs or self.entry.presets[self.preset].epochs
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or self.entry.presets[self.preset].checkpoint_every
 
     def grid(self) -> dict:
         """The swept hyperparameters and their values: the preset's grid, with --set applied."""
@@ -141,6 +146,10 @@ class Sweep:
             (
                 self.epochs is not None and not 1 <= self.epochs <= MAX_COUNT,
                 f"--epochs must be 1 to {MAX_COUNT:,}, got {self.epochs}",
+            ),
+            (
+                self.checkpoint_every is not None and not 1 <= self.checkpoint_every <= MAX_COUNT,
+                f"--checkpoint-every must be 1 to {MAX_COUNT:,} epochs, got {self.checkpoint_every}",
             ),
             (
                 self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
@@ -239,6 +248,7 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
     options = {
         "--num-samples": sweep.num_samples,
         "--epochs": sweep.epochs,
+        "--checkpoint-every": sweep.checkpoint_every,
         "--data": relative(sweep.data) if sweep.data and relative_paths else sweep.data,
         "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
         "--gpus-per-trial": sweep.gpus_per_trial or None,

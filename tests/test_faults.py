@@ -31,8 +31,11 @@ from tests.sweeping import (
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]  # starts Ray, kills things: not in `make test-fast`
 
-# Two or four small synthetic trials, checkpointed every 3 epochs (the quick preset's), long enough to be caught mid-run.
+# Two or four small synthetic trials, checkpointed every 3 epochs, long enough to be caught mid-run.
+CHECKPOINT_EVERY = 3
 TWO_TRIALS = [
+    "--checkpoint-every",
+    str(CHECKPOINT_EVERY),
     "--set",
     "n=1000",
     "--set",
@@ -95,7 +98,7 @@ def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
     assert epochs.count(1) == 1, f"the restarted trial began again from scratch: {epochs}"
     repeats = [i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1]]
     for i in repeats:  # killed after a checkpoint, it goes on right after it; killed later, from that checkpoint again
-        assert (epochs[i] - 1) % 3 == 0, f"it did not go on from a checkpoint (taken every 3 epochs): {epochs}"
+        assert (epochs[i] - 1) % CHECKPOINT_EVERY == 0, f"it did not go on from a checkpoint: {epochs}"
 
 
 def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
@@ -386,10 +389,10 @@ def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path
     assert sorted(r["epoch"] for r in state["running"]) == sorted(trials.epochs) and state["left_s"] > 0
     watcher = start_driver("status", sweep_dir, "--watch", "0.2", log=tmp_path / "watch.log")
     wait_for(
-        lambda: (tmp_path / "watch.log").read_text().count("running") >= 4, 60, "the watch to print twice", watcher
+        lambda: (tmp_path / "watch.log").read_text().count("running") >= 4, 120, "the watch to print twice", watcher
     )
     watcher.send_signal(signal.SIGINT)
-    assert watcher.wait(timeout=30) == 0  # leaving the watch is not a failure
+    assert watcher.wait(timeout=90) == 0  # leaving the watch is not a failure
 
     done = sweeps_cli("resume", sweep_dir, "--no-report")
     assert done.returncode == 0, done.stderr[-3000:]
