@@ -97,6 +97,7 @@ def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
         (Sweep("synthetic", overrides={"dropout": [0.1]}), "unknown hyperparameter 'dropout'"),
         (Sweep("synthetic", epochs=0), "--epochs must be 1 to 1,000,000"),
         (Sweep("synthetic", epochs=10**20), "--epochs must be 1 to 1,000,000"),
+        (Sweep("synthetic", checkpoint_every=0), "--checkpoint-every must be 1 to 1,000,000 epochs"),
         (Sweep("synthetic", num_samples=10**9), "--num-samples must be 1 to 1,000,000"),
         (Sweep("synthetic", seed=2**40), "--seed must be 0 to 2"),
         (Sweep("synthetic", seed=-1), "--seed must be 0 to 2"),
@@ -314,3 +315,11 @@ def test_a_damaged_sweep_record_is_named(tmp_path, capsys, command, damage):
     assert main([command, str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sweeps: error: {folder / 'sweep.json'}") and "\n" not in err
+
+
+def test_checkpoint_every_overrides_the_presets_and_is_in_the_command():
+    from sweeps.sweep import command_line
+
+    assert Sweep("synthetic").checkpoint_interval == EXPERIMENTS["synthetic"].presets["quick"].checkpoint_every
+    pinned = Sweep("synthetic", checkpoint_every=7)
+    assert pinned.checkpoint_interval == 7 and "--checkpoint-every 7" in command_line(pinned)
