@@ -72,8 +72,8 @@ def write_report(
     target = storage.absolute(out) if out else sweep_dir
     if out:
         _check_out(target)
-        for table in (collect.TRIALS_FILE, collect.METRICS_FILE):
-            storage.write_bytes(storage.join(target, table), storage.read_bytes(storage.join(sweep_dir, table)))
+        for table, frame in ((collect.TRIALS_FILE, trials), (collect.METRICS_FILE, metrics)):
+            storage.write_parquet(storage.join(target, table), frame)  # the tables just written, from memory
     folder = storage.join(target, FIGURES)
     storage.make_dirs(folder)
     choices = collect.ranked(trials, entry.metric, entry.mode)

@@ -76,8 +76,9 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
 
 
 def run_trial(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous") -> None:
-    """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data; `data`: how the driver built it (experiment, preset,
-    seed, path), which every checkpoint records with the trial's own data hyperparameters."""
+    """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data;
+    `data`: how the driver built it (experiment, preset, seed, path), which every checkpoint records with the trial's
+    own data hyperparameters."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))

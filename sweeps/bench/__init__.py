@@ -6,11 +6,10 @@
 It prints a table (one row per quantity: measure, quantity, value, target, whether it holds, detail) and writes
 `OUT/bench.parquet` (the same rows), `OUT/machine.json` (CPU, cores, versions, GPU, load average) and, under
 `OUT/sweeps/`, the sweeps it ran, with Ray's output in `OUT/ray.log`. The measures, in the order of `MEASURES`, each
-described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, loggers (what each opt-in logger
-adds per reported epoch), pixel (the
-pixel-by-pixel MNIST model's step time: precisions, threads, a projected epoch), precision parity (bf16's accuracy
-against fp32's, over fp32's own noise between seeds) and, with `device="cuda"` only, GPU
-packing. On "cuda" the bench runs only the measures written for a GPU.
+described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, loggers
+(what each opt-in logger adds per reported epoch), pixel (the pixel-by-pixel MNIST model's step time: precisions,
+threads, a projected epoch), precision parity (bf16's accuracy against fp32's, over fp32's own noise between seeds)
+and, with `device="cuda"` only, GPU packing. On "cuda" the bench runs only the measures written for a GPU.
 
 Run it through the command line, which keeps the Ray it starts on 127.0.0.1 (`keep_ray_local`), as for every
 command. Absolute times drift on a shared machine, so every measure is a ratio of two things run in the same bench,
@@ -96,17 +95,18 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu", only:
     if problem := _device_problem(device):
         print(f"sweeps: error: --device {device}: {problem}", file=sys.stderr)
         return 2
-    wanted = None if only is None else {name.lower() for name in only}
-    if unknown := sorted((wanted or set()) - {slug(m.name) for m in MEASURES}):
-        names = ", ".join(slug(m.name) for m in MEASURES)
-        print(f"sweeps: error: --measure {unknown[0]}: no such measure; choose among {names}", file=sys.stderr)
+    by_slug = {slug(m.name): m for m in MEASURES}
+    wanted = set(by_slug) if only is None else {name.lower() for name in only}
+    if unknown := sorted(wanted - set(by_slug)):
+        print(
+            f"sweeps: error: --measure {unknown[0]}: no such measure; choose among {', '.join(by_slug)}",
+            file=sys.stderr,
+        )
         return 2
-    if elsewhere := sorted(
-        slug(m.name) for m in MEASURES if slug(m.name) in (wanted or ()) and device not in m.devices
-    ):
+    if only is not None and (elsewhere := sorted(s for s in wanted if device not in by_slug[s].devices)):
         print(f"sweeps: error: --measure {elsewhere[0]} does not run on --device {device}", file=sys.stderr)
         return 2
-    chosen = [m for m in MEASURES if device in m.devices and (wanted is None or slug(m.name) in wanted)]
+    chosen = [m for name, m in by_slug.items() if name in wanted and device in m.devices]
     out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     check_out(out)
     started = time.perf_counter()
