@@ -100,10 +100,10 @@ def resume_sweep(args) -> None:
     from sweeps import cluster, run, storage
 
     sweep_dir = storage.absolute(args.path)
-    sweep, datasets = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
-    cluster.check(args.address, sweep)
+    resumable = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
+    cluster.check(args.address, resumable.sweep)
     cluster.start_ray(args.address)
-    _finish(run.continue_sweep(sweep_dir, sweep, datasets, args.corrupt_checkpoint), args.no_report, args.data)
+    _finish(run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint), args.no_report, args.data)
 
 
 def report(args) -> None:

@@ -91,17 +91,14 @@ def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tu
     return None, []
 
 
-def mend_records(sweep_dir: str) -> None:
+def mend_records(analysis: tune.ExperimentAnalysis) -> None:
     """Before a resume: put back, under its name, each checkpoint that Ray's record of the sweep names but that is
     gone. Ray deletes a checkpoint as soon as a newer one replaces it (ray/train/_internal/checkpoint_manager.py)
     but writes its record only now and then (ray/tune/execution/experiment_state.py): a
     driver killed in between leaves a record naming a deleted checkpoint, from which Ray refuses to resume the trial
     ("does not exist on storage anymore"). The trial's newest checkpoint that its logged results cover takes its
     place (a newer one would leave epochs missing from the results); with none, the folder stays empty and the
-    trial starts again (see `restore`)."""
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(sweep_dir)
+    trial starts again (see `restore`). `analysis`: Ray's record of the sweep."""
     for trial in analysis.trials:
         recorded = trial.checkpoint
         if recorded is None or recorded.filesystem.get_file_info(recorded.path).type != pyarrow.fs.FileType.NotFound:

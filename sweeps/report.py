@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeps import checkpoints, collect, evaluate, figures, status, storage
 from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
-from sweeps.sweep import Sweep, SweepError, command_line, load_sweep, relative
+from sweeps.sweep import Sweep, command_line, load_sweep, relative, require_writable
 
 REPORT_FILE = "report.md"
 
@@ -71,7 +71,7 @@ def write_report(
     trials, metrics = collect.write_tables(sweep_dir)
     target = storage.absolute(out) if out else sweep_dir
     if out:
-        _check_out(target)
+        require_writable(target, "--out")
         for table, frame in ((collect.TRIALS_FILE, trials), (collect.METRICS_FILE, metrics)):
             storage.write_parquet(storage.join(target, table), frame)  # the tables just written, from memory
     folder = storage.join(target, FIGURES)
@@ -106,15 +106,6 @@ def write_report(
     sections += ctx.tables
     sections.append(_trials_table(trials, sweep, top))
     return _write(target, sections)
-
-
-def _check_out(folder: str) -> None:
-    try:
-        storage.check_writable(folder)
-    except OSError as error:
-        raise SweepError(
-            f"cannot write to --out {folder} ({error.strerror or error}): choose a writable folder"
-        ) from None
 
 
 def _write(folder: str, sections: list[str]) -> str:

@@ -19,17 +19,18 @@ import logging
 import os
 import pickletools
 import time
+from typing import NamedTuple
 from unittest import mock
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
 from sweeps import checkpoints, collect, storage
+from sweeps.asha import ResumableASHA
 from sweeps.errors import first_line
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
@@ -42,6 +43,7 @@ from sweeps.sweep import (
     command_line,
     load_sweep,
     record,
+    require_writable,
 )
 from sweeps.trial import TRIAL_NAME, run_trial, ship
 
@@ -105,7 +107,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
     preset = entry.presets[sweep.preset]
     scheduler = None
     if sweep.early_stop:
-        scheduler = ASHAScheduler(
+        scheduler = ResumableASHA(
             time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget)
         )
     if sweep.search == "optuna":
@@ -248,12 +250,7 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
     datasets = build_datasets(sweep)
-    try:
-        storage.check_writable(storage.absolute(storage_path))
-    except OSError as error:
-        raise SweepError(
-            f"cannot write to the storage path {storage_path} ({error.strerror or error}): choose a writable --storage"
-        ) from None
+    require_writable(storage.absolute(storage_path), "--storage")
     return sweep_dir, datasets
 
 
@@ -290,14 +287,19 @@ def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | 
     """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
     (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`); `data`: where
     the sweep's data is now, if it moved. Ray must be started."""
-    sweep, datasets = prepare_resume(sweep_dir, on_corrupt_checkpoint, data)
-    return continue_sweep(sweep_dir, sweep, datasets, on_corrupt_checkpoint)
+    return continue_sweep(sweep_dir, prepare_resume(sweep_dir, on_corrupt_checkpoint, data), on_corrupt_checkpoint)
 
 
-def prepare_resume(
-    sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None
-) -> tuple[Sweep, dict]:
-    """resume's checks and data, before Ray starts: (the sweep as recorded, its data)."""
+class Resumable(NamedTuple):
+    """What `prepare_resume` checked and read before Ray starts, for `continue_sweep`."""
+
+    sweep: Sweep  # as recorded in sweep.json
+    datasets: dict
+    analysis: tune.ExperimentAnalysis  # Ray's record of the trials, read once (slow on a big sweep in S3)
+
+
+def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> Resumable:
+    """resume's checks and data, before Ray starts."""
     check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
     sweep = load_sweep(sweep_dir)
@@ -308,7 +310,7 @@ def prepare_resume(
     try:
         restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
         if restorable:
-            tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
+            analysis = tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
             # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
             for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
                 pass
@@ -324,25 +326,22 @@ def prepare_resume(
             f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): "
             f"remove the folder and run `{command_line(sweep)}` again"
         )
-    return sweep, build_datasets(sweep)
+    return Resumable(sweep, build_datasets(sweep), analysis)
 
 
-def continue_sweep(sweep_dir: str, sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous") -> str:
+def continue_sweep(sweep_dir: str, resumable: Resumable, on_corrupt_checkpoint: str = "previous") -> str:
     sweep_dir = storage.absolute(sweep_dir)
-    checkpoints.mend_records(sweep_dir)
+    checkpoints.mend_records(resumable.analysis)
+    # The name the trials were made under, as Ray recorded it: `train` before version 0.2.
+    trials = resumable.analysis.trials
+    name = trials[0].trainable_name if trials else TRIAL_NAME
     tuner = tune.Tuner.restore(
         sweep_dir,
-        trainable(sweep, datasets, on_corrupt_checkpoint, name=_trial_name(sweep_dir)),
+        trainable(resumable.sweep, resumable.datasets, on_corrupt_checkpoint, name=name),
         resume_unfinished=True,
         resume_errored=True,
     )
     return run_tuner(tuner, sweep_dir)
-
-
-def _trial_name(sweep_dir: str) -> str:
-    """The name the sweep's trials were made under, as Ray recorded it: `train` before version 0.2."""
-    trials = tune.ExperimentAnalysis(sweep_dir).trials
-    return trials[0].trainable_name if trials else TRIAL_NAME
 
 
 def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:

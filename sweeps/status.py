@@ -133,11 +133,11 @@ def text(state: Status) -> str:
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         lines.append(
-            f"  running {r['trial_id']} {_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
+            f"  running {r['trial_id']}{_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
         )
     if state.best:
         lines.append(
-            f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']} {state.best['config']}"
+            f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']}{_values(state.best['config'])}"
         )
     timing = []
     if state.elapsed_s is not None:
@@ -154,7 +154,8 @@ def as_json(state: Status) -> dict:
 
 
 def _values(config: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
+    """ " hidden_size=40 lr=0.001" (with its leading space), or nothing for a sweep of one configuration."""
+    return "".join(f" {k}={v}" for k, v in config.items())
 
 
 def _duration(seconds: float) -> str:

@@ -38,6 +38,17 @@ class SweepError(Exception):
     """Bad input for a sweep: the message is one line that names the problem and the fix."""
 
 
+def require_writable(folder: str, option: str) -> None:
+    """Create `folder` if needed, or say in one line that the folder given as `option` cannot be written: checked
+    before any work, so that an unwritable path is bad input, not a failure minutes in."""
+    try:
+        storage.check_writable(folder)
+    except OSError as error:
+        raise SweepError(
+            f"cannot write to {option} {folder} ({error.strerror or error}): choose a writable folder"
+        ) from None
+
+
 class SweepInterrupted(Exception):
     """The sweep was stopped (Ctrl-C) with trials unfinished; its state and tables are saved: resume it."""
 

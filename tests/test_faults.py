@@ -206,7 +206,8 @@ def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
 def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, fallback):
     sweep_dir = tmp_path / "corrupt"
     kill_mid_training(sweep_dir)
-    checkpoints.mend_records(str(sweep_dir))  # as resume does first (see the test above): each recorded folder is there
+    # As resume does first (see the test above): each recorded folder is there.
+    checkpoints.mend_records(ExperimentAnalysis(str(sweep_dir)))
     latest = {name: Path(checkpoint.path) for name, checkpoint in recorded(sweep_dir).items()}
     # The first trial's is truncated.
     broken_trial, healthy_trial = sorted(latest)

@@ -50,12 +50,12 @@ from sweeps.bench.harness import (
     Bench,
     Row,
     Target,
-    check_out,
     format_table,
     machine_info,
     start_ray,
     write,
 )
+from sweeps.sweep import require_writable
 
 DEVICES = ("cpu", "cuda")
 
@@ -108,7 +108,7 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu", only:
         return 2
     chosen = [m for name, m in by_slug.items() if name in wanted and device in m.devices]
     out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_out(out)
+    require_writable(str(out), "--out")
     started = time.perf_counter()
     torch.set_num_threads(1)  # as a trial of 1 CPU runs
     machine = {**machine_info(), "mode": "quick" if quick else "full", "device": device}

@@ -307,14 +307,3 @@ def write(rows: list[Row], machine: dict, out: Path) -> None:
     frame["holds"] = frame["holds"].astype("boolean")  # None where there is no target
     storage.write_parquet(str(out / RESULTS_FILE), frame)
     storage.write_json(str(out / MACHINE_FILE), machine)
-
-
-def check_out(out: Path) -> None:
-    """Before anything is measured: a folder that cannot be written is bad input, not a failure ten minutes in."""
-    from sweeps import storage
-    from sweeps.sweep import SweepError
-
-    try:
-        storage.check_writable(str(out))
-    except OSError as error:
-        raise SweepError(f"cannot write to --out {out} ({error.strerror or error}): choose a writable folder") from None

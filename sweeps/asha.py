@@ -1,0 +1,44 @@
+"""ASHA that survives a resume: Ray's ASHAScheduler, given back on a resume what each trial reported before it.
+
+Ray saves no scheduler state with a sweep (TuneController.__getstate__ leaves `_scheduler_alg` out, Ray 2.60): a
+resumed sweep's ASHA starts with empty rungs. A resumed trial is then judged at a rung it passed long ago against
+the first value recorded there since, another trial's result hundreds of epochs later (seen in the synthetic grid: a
+trial stopped at epoch 421, its first epoch after the resume, against another's epoch 561), and the trials still to
+start face no bar at all. Here each trial's logged results are replayed as Tune adds the trial back, so the rungs
+hold what they held.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ray.tune.result import EXPR_RESULT_FILE
+from ray.tune.schedulers import ASHAScheduler
+
+
+class ResumableASHA(ASHAScheduler):
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        if self._time_attr not in (trial.last_result or {}):
+            return  # a new trial: nothing to replay (and no file to read)
+        for result in past_results(trial):
+            # Records the result at the rung its epoch reached, as ASHA did then; the decision was taken then too.
+            self.on_trial_result(tune_controller, trial, result)
+
+
+def past_results(trial) -> list[dict]:
+    """The results the trial logged in its results file (on its storage: a folder, S3...), oldest first."""
+    storage = trial.storage
+    path = f"{storage.trial_fs_path}/{EXPR_RESULT_FILE}"
+    try:
+        with storage.storage_filesystem.open_input_stream(path) as stream:
+            text = stream.read().decode()
+    except FileNotFoundError:
+        return []  # lost with its folder: the trial is judged on its new results alone
+    results = []
+    for line in text.splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a killed driver
+    return results
