@@ -125,7 +125,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     entry = sweep.entry
     counted = status.counts(trials)
     words = {
-        "finished": "ran their whole budget",
+        "finished": "ran the whole budget",
         "stopped early": "stopped early by ASHA",
         "running": "not finished (running, or stopped with the sweep)",
         "pending": "not started",
@@ -135,7 +135,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
         [
             f"# {entry.name}: {entry.description}",
             "",
-            f"{len(trials)} trials ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
+            f"{len(trials)} trial{'' if len(trials) == 1 else 's'} ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
             f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
             "",
             "Reproduce with:",
@@ -148,7 +148,9 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
 def _best_section(ctx: Context, test: dict) -> str:
     sweep, best, metric = ctx.sweep, ctx.best, ctx.sweep.entry.metric
     at_checkpoint = ctx.history.loc[ctx.history.epoch == ctx.epoch, metric]
-    swept = {name: plain(best[f"config/{name}"]) for name in sweep.grid()}
+    # What was swept; for a sweep of one configuration, the study's grid dimensions it pinned.
+    names = sweep.grid() or [name for name in sweep.entry.grid if f"config/{name}" in best]
+    swept = {name: plain(best[f"config/{name}"]) for name in names}
     rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in test.items())
     return "\n".join(
         [
