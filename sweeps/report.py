@@ -68,7 +68,8 @@ def write_report(
     if data:
         sweep.data = storage.absolute(data)
     entry = sweep.entry
-    trials, metrics = collect.write_tables(sweep_dir)
+    # Published elsewhere, the sweep is only read (it may be a read-only copy); else its tables are refreshed.
+    trials, metrics = collect.collect(sweep_dir) if out else collect.write_tables(sweep_dir)
     target = storage.absolute(out) if out else sweep_dir
     if out:
         require_writable(target, "--out")

@@ -57,8 +57,10 @@ def test_a_report_published_with_out_is_checked_from_its_own_folder(classified, 
     """`report --out`: what a showcase commits; its evaluate command, run from where the report was written, prints
     the report's test figures from the published model.pt alone."""
     root, _, _ = classified
+    before = files_of(root / "rows")
     done = sweeps_cli("report", root / "rows", "--out", "published", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert files_of(root / "rows") == before  # only read: a read-only copy of a sweep can be published
     published = tmp_path / "published"
     assert {p.name for p in published.iterdir()} == {
         "report.md",
@@ -74,6 +76,10 @@ def test_a_report_published_with_out_is_checked_from_its_own_folder(classified, 
     assert again.returncode == 0, again.stderr
     assert f"| accuracy | {json.loads(again.stdout)['accuracy']:.6g} |" in report
     assert "(figures/digits.png)" in report and (published / "figures" / "digits.png").exists()
+
+
+def files_of(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_data_that_moved_is_found_with_data(classified, tmp_path):
