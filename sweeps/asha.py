@@ -11,9 +11,29 @@ hold what they held.
 from __future__ import annotations
 
 import json
+import math
 
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler
+
+REDUCTION_FACTOR = 4  # Ray's default, named: `sweeps status` reckons with the same rungs
+
+
+def for_sweep(sweep) -> ResumableASHA:
+    return ResumableASHA(
+        time_attr="epoch", max_t=sweep.budget, grace_period=grace_period(sweep), reduction_factor=REDUCTION_FACTOR
+    )
+
+
+def grace_period(sweep) -> int:
+    return min(sweep.entry.presets[sweep.preset].grace_period, sweep.budget)
+
+
+def rungs(sweep) -> list[int]:
+    """The epochs at which ASHA may stop a trial, as Ray's ASHA sets them (async_hyperband.py, _Bracket)."""
+    grace, budget = grace_period(sweep), sweep.budget
+    count = int(math.log(budget / grace) / math.log(REDUCTION_FACTOR) + 1)  # Ray's own arithmetic
+    return [grace * REDUCTION_FACTOR**k for k in range(count)]
 
 
 class ResumableASHA(ASHAScheduler):

@@ -29,8 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from sweeps import checkpoints, collect, storage
-from sweeps.asha import ResumableASHA
+from sweeps import asha, checkpoints, collect, storage
 from sweeps.errors import first_line
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
@@ -104,12 +103,7 @@ def trial_folder(swept: tuple[str, ...], trial) -> str:
 def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None = None) -> tune.Tuner:
     """`space`: the trials' configs, param_space(sweep) unless given (the bench varies what a sweep cannot)."""
     entry = sweep.entry
-    preset = entry.presets[sweep.preset]
-    scheduler = None
-    if sweep.early_stop:
-        scheduler = ResumableASHA(
-            time_attr="epoch", max_t=sweep.budget, grace_period=min(preset.grace_period, sweep.budget)
-        )
+    scheduler = asha.for_sweep(sweep) if sweep.early_stop else None
     if sweep.search == "optuna":
         search_alg = OptunaSearch(
             seed=sweep.seed, study_name=storage.parent_and_name(sweep_dir)[1], storage=optuna_storage(sweep_dir)

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from sweeps import collect, storage
+from sweeps import asha, collect, storage
 from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
 
 
@@ -52,7 +52,8 @@ class Status:
     running: list = field(default_factory=list)  # {trial_id, config, epoch, budget, value}
     best: dict | None = None  # {trial_id, config, value}
     elapsed_s: float | None = None
-    left_s: float | None = None  # at most: ASHA may stop trials sooner
+    left_s: float | None = None  # at most: every trial to its budget
+    left_min_s: float | None = None  # at least: ASHA stopping every trial it may at its next rung
 
     @property
     def done(self) -> bool:
@@ -92,7 +93,7 @@ def read(sweep_dir: str) -> Status:
             "value": float(top[f"best_{entry.metric}"]),
         }
     state.elapsed_s = _elapsed(sweep_dir)
-    state.left_s = _time_left(trials, metrics, state, sweep)
+    state.left_min_s, state.left_s = _time_left(metrics, state, sweep)
     return state
 
 
@@ -112,16 +113,21 @@ def _elapsed(sweep_dir: str) -> float | None:
     return max(0.0, time.time() - created.timestamp())
 
 
-def _time_left(trials: pd.DataFrame, metrics: pd.DataFrame, state: Status, sweep: Sweep) -> float | None:
-    """The epochs left (running trials to their budget, trials not yet finished whole) times the mean seconds per
-    epoch so far, shared by the trials running at once: at most, since ASHA may stop some."""
+def _time_left(metrics: pd.DataFrame, state: Status, sweep: Sweep) -> tuple[float | None, float | None]:
+    """(at least, at most): the epochs left times the mean seconds per epoch so far, shared by the trials running at
+    once. At most, every trial runs to its budget; at least, ASHA stops each at its next rung, and the trials not yet
+    started at the first (without ASHA, both are the budget)."""
     if "time_total_s" not in metrics or metrics.empty or not state.running:
-        return 0.0 if state.done else None
+        return (0.0, 0.0) if state.done else (None, None)
     per_trial = metrics.groupby("trial_id").time_total_s.max() / metrics.groupby("trial_id").epoch.max()
-    epoch_s = float(per_trial.mean())
-    left = sum(r["budget"] - r["epoch"] for r in state.running)
-    left += (state.total - state.created + state.counts["pending"]) * sweep.budget
-    return epoch_s * left / max(1, len(state.running))
+    seconds = float(per_trial.mean()) / len(state.running)
+    not_started = state.total - state.created + state.counts["pending"]
+    most = sum(r["budget"] - r["epoch"] for r in state.running) + not_started * sweep.budget
+    if not sweep.early_stop:
+        return seconds * most, seconds * most
+    rungs = asha.rungs(sweep)
+    to_next_rung = [min([m for m in rungs if m > r["epoch"]] or [r["budget"]]) - r["epoch"] for r in state.running]
+    return seconds * (sum(to_next_rung) + not_started * rungs[0]), seconds * most
 
 
 def text(state: Status) -> str:
@@ -140,10 +146,15 @@ def text(state: Status) -> str:
             f"best so far: {state.metric} = {state.best['value']:.6g} at trial {state.best['trial_id']}{_values(state.best['config'])}"
         )
     timing = []
-    if state.elapsed_s is not None:
+    if state.elapsed_s is not None and not state.done:  # (since it started: a finished sweep's would keep growing)
         timing.append(f"elapsed {_duration(state.elapsed_s)}")
     if state.left_s is not None and not state.done:
-        timing.append(f"left at most {_duration(state.left_s)} (ASHA may stop trials sooner)")
+        if state.left_min_s == state.left_s:
+            timing.append(f"about {_duration(state.left_s)} left")
+        else:
+            timing.append(
+                f"{_duration(state.left_min_s)} to {_duration(state.left_s)} left (as ASHA stops trials or lets them run)"
+            )
     if timing:
         lines.append("; ".join(timing))
     return "\n".join(lines)

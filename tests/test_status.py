@@ -1,0 +1,51 @@
+"""`sweeps status`'s time left: a range, from ASHA stopping every trial it may at its next rung to none at all."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sweeps import asha, status
+from sweeps.sweep import Sweep
+
+
+def state_of(sweep: Sweep, running_epochs: list[int], pending: int, created: int) -> status.Status:
+    counts = {"finished": created - len(running_epochs) - pending, "stopped early": 0, "diverged": 0, "errored": 0}
+    counts |= {"running": len(running_epochs), "pending": pending}
+    running = [
+        {"trial_id": f"t{i}", "config": {}, "epoch": e, "budget": sweep.budget, "value": None}
+        for i, e in enumerate(running_epochs)
+    ]
+    return status.Status("s", sweep.experiment, sweep.preset, "grid", "val_mse", 24, counts, running)
+
+
+def metrics_at(seconds_per_epoch: float, epochs: dict) -> pd.DataFrame:
+    rows = [(t, e, e * seconds_per_epoch) for t, last in epochs.items() for e in range(1, last + 1)]
+    return pd.DataFrame(rows, columns=["trial_id", "epoch", "time_total_s"])
+
+
+def test_the_synthetic_grids_rungs_are_rays():
+    assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 200, 800]  # grace 50, reduction factor 4
+    assert asha.rungs(Sweep("synthetic", preset="quick", epochs=2)) == [2]
+
+
+def test_time_left_runs_from_every_trial_stopped_at_its_next_rung_to_every_trial_at_its_budget():
+    sweep = Sweep("synthetic", preset="paper")
+    state = state_of(sweep, running_epochs=[120, 850], pending=3, created=10)  # 14 not created yet, 3 pending
+    least, most = status._time_left(metrics_at(2.0, {"t0": 120, "t1": 850}), state, sweep)
+    per_epoch = 2.0 / 2  # two trials at once
+    assert most == per_epoch * ((1000 - 120) + (1000 - 850) + 17 * 1000)
+    assert least == per_epoch * ((200 - 120) + (1000 - 850) + 17 * 50)  # past the last rung (800): to the budget
+    assert "left (as ASHA stops trials or lets them run)" in status.text(state_with(state, least, most))
+
+
+def test_without_asha_the_time_left_is_one_figure():
+    sweep = Sweep("synthetic", preset="paper", early_stop=False)
+    state = state_of(sweep, running_epochs=[100], pending=0, created=24)
+    least, most = status._time_left(metrics_at(1.0, {"t0": 100}), state, sweep)
+    assert least == most == 900
+    assert "about 15 min left" in status.text(state_with(state, least, most))
+
+
+def state_with(state: status.Status, least: float, most: float) -> status.Status:
+    state.left_min_s, state.left_s = least, most
+    return state
