@@ -4,7 +4,7 @@ Ray saves no scheduler state with a sweep (TuneController.__getstate__ leaves `_
 resumed sweep's ASHA starts with empty rungs. A resumed trial is then judged at a rung it passed long ago against
 the first value recorded there since, another trial's result hundreds of epochs later (seen in the synthetic grid: a
 trial stopped at epoch 421, its first epoch after the resume, against another's epoch 561), and the trials still to
-start face no bar at all. Here each trial's logged results are replayed as Tune adds the trial back, so the rungs
+start face only the values recorded since the resume. Here each trial's logged results are replayed as Tune adds the trial back, so the rungs
 hold what they held.
 """
 
@@ -41,9 +41,11 @@ class ResumableASHA(ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
         if self._time_attr not in (trial.last_result or {}):
             return  # a new trial: nothing to replay (and no file to read)
+        stopped = self._num_stopped  # (the decisions below were taken before the resume: not counted again)
         for result in past_results(trial):
-            # Records the result at the rung its epoch reached, as ASHA did then; the decision was taken then too.
+            # Records the result at the rung its epoch reached, as ASHA did then.
             self.on_trial_result(tune_controller, trial, result)
+        self._num_stopped = stopped
 
 
 def past_results(trial) -> list[dict]:

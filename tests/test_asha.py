@@ -5,10 +5,12 @@ resume adds them; Ray's own ASHAScheduler alongside shows what went wrong withou
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.fs
 import pytest
 from ray.tune import ExperimentAnalysis
 from ray.tune.result import EXPR_RESULT_FILE
@@ -65,13 +67,21 @@ def test_a_new_trial_meets_the_bar_the_trials_before_the_resume_set(trials):
     assert plain.on_trial_result(None, new, worse_than_both) == TrialScheduler.CONTINUE  # nobody to compare with
 
 
+def test_a_results_line_cut_short_by_a_killed_driver_is_left_out(tmp_path):
+    lines = [json.dumps({"epoch": 1, "val_mse": 0.5}), json.dumps({"epoch": 2, "val_mse": 0.4}), '{"epoch": 3, "va']
+    (tmp_path / EXPR_RESULT_FILE).write_text("\n".join(lines))
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(tmp_path))
+    assert [r["epoch"] for r in past_results(SimpleNamespace(storage=storage))] == [1, 2]
+
+
 def test_a_trial_whose_results_file_is_gone_is_judged_on_its_new_results(trials, tmp_path):
     better, worse = trials
     results = Path(worse.storage.trial_fs_path) / EXPR_RESULT_FILE
     shutil.move(results, tmp_path / EXPR_RESULT_FILE)
     try:
         scheduler = resumed(ResumableASHA, trials)  # no error
-        # The rung holds the other trial alone: the worse trial's new result is compared with it.
+        # The rung holds the other trial alone (its validation MSE far below 1: seeded data and weights): the
+        # worse trial's new result is compared with it.
         assert scheduler.on_trial_result(None, worse, {"epoch": 3, "val_mse": 1.0}) == TrialScheduler.STOP
     finally:
         shutil.move(tmp_path / EXPR_RESULT_FILE, results)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from sweeps import asha, status
+from sweeps.experiments import EXPERIMENTS
 from sweeps.sweep import Sweep
 
 
@@ -23,9 +25,17 @@ def metrics_at(seconds_per_epoch: float, epochs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial_id", "epoch", "time_total_s"])
 
 
-def test_the_synthetic_grids_rungs_are_rays():
+@pytest.mark.parametrize("epochs", [None, 2, 30, 200])
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_status_reckons_with_the_rungs_rays_asha_sets(experiment, preset, epochs):
+    sweep = Sweep(experiment, preset=preset, epochs=epochs)
+    (bracket,) = asha.for_sweep(sweep)._brackets
+    assert asha.rungs(sweep) == sorted(milestone for milestone, _ in bracket._rungs)
+
+
+def test_the_synthetic_grids_rungs():
     assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 200, 800]  # grace 50, reduction factor 4
-    assert asha.rungs(Sweep("synthetic", preset="quick", epochs=2)) == [2]
 
 
 def test_time_left_runs_from_every_trial_stopped_at_its_next_rung_to_every_trial_at_its_budget():
