@@ -4,8 +4,8 @@ Ray saves no scheduler state with a sweep (TuneController.__getstate__ leaves `_
 resumed sweep's ASHA starts with empty rungs. A resumed trial is then judged at a rung it passed long ago against
 the first value recorded there since, another trial's result hundreds of epochs later (seen in the synthetic grid: a
 trial stopped at epoch 421, its first epoch after the resume, against another's epoch 561), and the trials still to
-start face only the values recorded since the resume. Here each trial's logged results are replayed as Tune adds the trial back, so the rungs
-hold what they held.
+start face only the values recorded since the resume. Here each trial's logged results are replayed as Tune adds
+the trial back, so the rungs hold what they held.
 """
 
 from __future__ import annotations
