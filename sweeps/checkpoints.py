@@ -50,6 +50,15 @@ def load(folder: str | Path) -> tuple[dict, list[dict]]:
     return state, history
 
 
+def read_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
+    """Every epoch `checkpoint` records (its metrics file alone, local or remote)."""
+    path = f"{checkpoint.path.rstrip('/')}/{METRICS_FILE}"
+    try:
+        return pd.read_parquet(path, filesystem=checkpoint.filesystem)
+    except Exception as error:  # truncated, missing, not Parquet
+        raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
+
+
 def load_state(path: str | Path) -> dict:
     """A model.pt's contents (a local path or a URI); CheckpointError where it cannot be read or carries code."""
     try:
@@ -96,15 +105,14 @@ def mend_records(analysis: tune.ExperimentAnalysis) -> None:
     gone. Ray deletes a checkpoint as soon as a newer one replaces it (ray/train/_internal/checkpoint_manager.py)
     but writes its record only now and then (ray/tune/execution/experiment_state.py): a
     driver killed in between leaves a record naming a deleted checkpoint, from which Ray refuses to resume the trial
-    ("does not exist on storage anymore"). The trial's newest checkpoint that its logged results cover takes its
-    place (a newer one would leave epochs missing from the results); with none, the folder stays empty and the
-    trial starts again (see `restore`). `analysis`: Ray's record of the sweep."""
+    ("does not exist on storage anymore"). The trial's newest readable checkpoint takes its place, even one newer
+    than the driver's logged results (the epochs between are in its own history, which `collect` reads); with none,
+    the folder stays empty and the trial starts again (see `restore`). `analysis`: Ray's record of the sweep."""
     for trial in analysis.trials:
         recorded = trial.checkpoint
         if recorded is None or recorded.filesystem.get_file_info(recorded.path).type != pyarrow.fs.FileType.NotFound:
             continue
-        logged = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
-        source = _newest_up_to(recorded, int(logged["epoch"].max()) if "epoch" in logged and len(logged) else 0)
+        source = _newest_readable(recorded)
         recorded.filesystem.create_dir(recorded.path)
         if source is not None:
             pyarrow.fs.copy_files(
@@ -121,22 +129,26 @@ def mend_records(analysis: tune.ExperimentAnalysis) -> None:
         )
 
 
-def _newest_up_to(checkpoint: tune.Checkpoint, epoch: int) -> tune.Checkpoint | None:
-    """The newest readable checkpoint of `checkpoint`'s trial taken at `epoch` or before."""
-    for name in sorted(_checkpoint_names(checkpoint), reverse=True):
-        candidate = type(checkpoint)(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem)
+def _newest_readable(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
+    """The newest readable checkpoint of `checkpoint`'s trial."""
+    for candidate in _siblings(checkpoint):
         try:
             with candidate.as_directory() as folder:
-                if load(folder)[0]["epoch"] <= epoch:
-                    return candidate
+                load(folder)
+            return candidate
         except CheckpointError:
             continue
     return None
 
 
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
-    """The trial's checkpoints older than `checkpoint`, newest first (Ray names them checkpoint_<index>)."""
-    names = sorted((name for name in _checkpoint_names(checkpoint) if name < _name(checkpoint)), reverse=True)
+    """The trial's checkpoints older than `checkpoint`, newest first."""
+    return [sibling for sibling in _siblings(checkpoint) if _name(sibling) < _name(checkpoint)]
+
+
+def _siblings(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """Every checkpoint of `checkpoint`'s trial, newest first (Ray names them checkpoint_<index>)."""
+    names = sorted(_checkpoint_names(checkpoint), reverse=True)
     return [type(checkpoint)(f"{_parent(checkpoint)}/{name}", filesystem=checkpoint.filesystem) for name in names]
 
 

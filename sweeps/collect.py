@@ -19,7 +19,7 @@ import pandas as pd
 from ray.tune import ExperimentAnalysis
 
 from lstm_ae.train import direction
-from sweeps import storage
+from sweeps import checkpoints, storage
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
@@ -60,7 +60,7 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     analysis = ExperimentAnalysis(sweep_dir)
     rows, metrics = [], []
     for trial in analysis.trials:
-        history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()))
+        history = _epochs(analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame()), trial)
         if history.empty and trial.status == "TERMINATED":  # (a pending or starting trial has none yet)
             print(
                 f"collect: trial {trial.trial_id} finished, but its results file is gone: no metrics", file=sys.stderr
@@ -73,10 +73,28 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, per_epoch.reindex(columns=[c for c in columns if c in per_epoch.columns])
 
 
-def _epochs(frame: pd.DataFrame) -> pd.DataFrame:
+def _epochs(frame: pd.DataFrame, trial) -> pd.DataFrame:
     if frame.empty or "epoch" not in frame:
         return pd.DataFrame(columns=["epoch"])
-    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    logged = frame.drop_duplicates("epoch", keep="last")
+    return _with_gaps_filled(logged, trial).sort_values("epoch").reset_index(drop=True)
+
+
+def _with_gaps_filled(logged: pd.DataFrame, trial) -> pd.DataFrame:
+    """The epochs missing from Ray's log, taken from the trial's checkpoint: a resume can go on from a checkpoint
+    newer than the killed driver's last logged epoch (checkpoints.mend_records), and every checkpoint holds all
+    epochs before it. Their Ray-side columns (time, node) stay empty."""
+    missing = set(range(1, int(logged["epoch"].max()) + 1)) - set(logged["epoch"])
+    if not missing or trial.checkpoint is None:
+        return logged
+    try:
+        kept = checkpoints.read_history(trial.checkpoint)
+    except checkpoints.CheckpointError:
+        return logged
+    found = kept[kept["epoch"].isin(missing)]
+    if "diverged" in logged:  # the trial went on from these epochs: none diverged
+        found = found.assign(diverged=False)
+    return pd.concat([logged, found], ignore_index=True)
 
 
 def _trial_row(trial, history: pd.DataFrame, path: str) -> dict:

@@ -180,26 +180,36 @@ def kill_mid_training(sweep_dir: Path) -> None:
     kill_driver(driver)
 
 
+def cut_log(trial_dir: Path, last_epoch: int) -> None:
+    """Ray's log of the trial (result.json, what resume and collect read) as a driver killed before it logged the
+    epochs after `last_epoch` leaves it."""
+    kept = [result for result in results_reported(trial_dir) if result["epoch"] <= last_epoch]
+    (trial_dir / "result.json").write_text("".join(json.dumps(result) + "\n" for result in kept))
+
+
 def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
-    # Ray deletes a replaced checkpoint at once but writes its record now and then: killed in between, its record
-    # names a folder that is gone, and Ray alone would refuse to resume that trial.
+    # Ray deletes a replaced checkpoint at once but writes its record now and then, and logs a result after it has
+    # stored its checkpoint: killed in between, its record names a folder that is gone and its log stops short of
+    # the newest checkpoint. Ray alone would refuse to resume that trial; going on from the newest loses nothing.
     sweep_dir = tmp_path / "gone"
     kill_mid_training(sweep_dir)
     name, checkpoint = sorted(recorded(sweep_dir).items())[0]
     shutil.rmtree(checkpoint.path, ignore_errors=True)  # (or Ray had deleted it already)
+    taken = {folder: checkpoints.load(folder) for folder in checkpoint_dirs(sweep_dir / name)}  # now: Ray prunes
+    source, (state, history) = max(taken.items(), key=lambda item: item[1][0]["epoch"])
+    epoch = state["epoch"]
+    cut_log(sweep_dir / name, epoch - 2)
     logged = epochs_reported(sweep_dir / name)
-    taken = {
-        folder: checkpoints.load(folder)[0]["epoch"] for folder in checkpoint_dirs(sweep_dir / name)
-    }  # read now: Ray prunes
-    covered = [(e, f) for f, e in taken.items() if e <= max(logged)]  # the newest the logged results cover, or scratch
-    epoch, source = max(covered) if covered else (0, "scratch")
 
     done = sweeps_cli("resume", sweep_dir, "--no-report")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Ray's record names {checkpoint.path}, which is gone: going on from {source}" in done.stderr
     assert epochs_reported(sweep_dir / name)[len(logged)] == epoch + 1
-    trials, _ = check_tables(sweep_dir, 2)
+    trials, metrics = check_tables(sweep_dir, 2)  # every epoch once: the two cut from the log are the checkpoint's
     assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+    trial_id = "_".join(name.split("_")[1:3])
+    filled = metrics[(metrics.trial_id == trial_id) & metrics.epoch.isin([epoch - 1, epoch])].val_mse.tolist()
+    assert filled == [row["val_mse"] for row in history if row["epoch"] in (epoch - 1, epoch)]
 
 
 @pytest.mark.parametrize("fallback", ["previous", "scratch"])
