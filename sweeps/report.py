@@ -136,7 +136,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
         [
             f"# {entry.name}: {entry.description}",
             "",
-            f"{len(trials)} trial{'' if len(trials) == 1 else 's'} ({summary}); {trials.epochs.sum()} epochs trained in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
+            f"{len(trials)} trial{'' if len(trials) == 1 else 's'} ({summary}); {_epochs_trained(trials)} in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
             f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
             "",
             "Reproduce with:",
@@ -144,6 +144,12 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
             f"    {command_line(sweep, relative_paths=True)}",
         ]
     )
+
+
+def _epochs_trained(trials: pd.DataFrame) -> str:
+    """How many epochs the trials trained, and what share of their budgets that is (what ASHA saved)."""
+    trained, budget = int(trials.epochs.sum()), int(trials["config/epochs"].sum())
+    return f"{trained} of {budget} epochs trained ({trained / budget:.0%})" if budget else f"{trained} epochs trained"
 
 
 def _best_section(ctx: Context, test: dict) -> str:

@@ -8,7 +8,7 @@ import torch
 from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints, figures
 from sweeps.collect import ranked
-from sweeps.report import _edge_warnings, _trials_table, best_checkpoint
+from sweeps.report import _edge_warnings, _header, _trials_table, best_checkpoint
 from sweeps.sweep import Sweep
 
 
@@ -56,6 +56,13 @@ def test_trials_table_rows_and_numbers():
     assert lines[5] == "| b | 0.01 | 25 | 0.02 | 0.025 | 12 | no | terminated | 4.0 |"
     assert lines[6] == "| a | 0.001 | 10 | 0.05 | 0.06 | 3 | yes | terminated | 1.0 |"
     assert len(lines) == 7
+
+
+def test_the_header_says_what_share_of_the_budget_was_trained():
+    trials = hand_built_trials().assign(**{"config/epochs": 12})
+    header = _header(Sweep("synthetic", preset="paper"), trials)
+    assert "4 trials (1 ran the whole budget, 1 stopped early by ASHA" in header
+    assert "22 of 48 epochs trained (46%) in 0.1 trial-minutes" in header
 
 
 def test_edge_warnings_for_ranges_of_three_or_more():
