@@ -102,12 +102,10 @@ class Sweep:
         return [{**self.fixed(), **point} for point in _points(self.grid())]
 
     def swept(self) -> dict:
-        """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples)."""
-        seeds = (
-            {"seed": list(range(self.seed, self.seed + self.num_samples))}
-            if self.num_samples and self.num_samples > 1
-            else {}
-        )
+        """What differs between a grid search's trials: the grid, and the seed of each repeat (--num-samples; for
+        Optuna that counts trials, which share the seed)."""
+        repeats = self.num_samples if self.search == "grid" and self.num_samples else 1
+        seeds = {"seed": list(range(self.seed, self.seed + repeats))} if repeats > 1 else {}
         return {**seeds, **self.grid()}
 
     def trial_order(self) -> list[dict]:

@@ -70,6 +70,9 @@ def test_set_pins_or_sweeps_a_hyperparameter():
 
 def test_grid_repeats_differ_by_seed():
     assert param_space(Sweep("synthetic", num_samples=3, seed=7))["seed"] == tune.grid_search([7, 8, 9])
+    # Optuna's --num-samples counts trials, which share the seed: what status, report and folder names show.
+    assert "seed" not in Sweep("synthetic", search="optuna", num_samples=3).swept()
+    assert param_space(Sweep("synthetic", search="optuna", num_samples=3, seed=7))["seed"] == 7
 
 
 def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
