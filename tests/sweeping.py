@@ -26,10 +26,15 @@ def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
 
 def start_driver(*args, log: Path | None = None) -> subprocess.Popen:
     """`sweeps ...` in the background, in a session of its own: killing the session kills the driver and the
-    local Ray it started, as a lost machine would."""
+    local Ray it started, as a lost machine would. Ctrl-C (SIGINT) reaches it as it reaches a command typed at a
+    terminal, even where the tests themselves run as a background job, which inherits SIGINT ignored."""
     out = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps", *map(str, args)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        [sys.executable, "-m", "sweeps", *map(str, args)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
