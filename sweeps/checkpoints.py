@@ -130,15 +130,16 @@ def mend_records(analysis: tune.ExperimentAnalysis) -> None:
 
 
 def _newest_readable(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
-    """The newest readable checkpoint of `checkpoint`'s trial."""
+    """The readable checkpoint of `checkpoint`'s trial with the latest epoch (by epoch, not by name: after a mend
+    the name Ray's record uses can hold a later epoch than higher-numbered folders Ray no longer tracks)."""
+    readable = {}
     for candidate in _siblings(checkpoint):
         try:
             with candidate.as_directory() as folder:
-                load(folder)
-            return candidate
+                readable[candidate] = load(folder)[0]["epoch"]
         except CheckpointError:
             continue
-    return None
+    return max(readable, key=readable.get, default=None)
 
 
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:

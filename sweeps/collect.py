@@ -82,18 +82,23 @@ def _epochs(frame: pd.DataFrame, trial) -> pd.DataFrame:
 
 def _with_gaps_filled(logged: pd.DataFrame, trial) -> pd.DataFrame:
     """The epochs missing from Ray's log, taken from the trial's checkpoint: a resume can go on from a checkpoint
-    newer than the killed driver's last logged epoch (checkpoints.mend_records), and every checkpoint holds all
-    epochs before it. Their Ray-side columns (time, node) stay empty."""
-    missing = set(range(1, int(logged["epoch"].max()) + 1)) - set(logged["epoch"])
-    if not missing or trial.checkpoint is None:
+    newer than the killed driver's last logged epoch (checkpoints.mend_records), even from the final one (the trial
+    then has nothing left to report), and every checkpoint holds all epochs before it. Their Ray-side columns
+    (time, node) stay empty."""
+    last = int(logged["epoch"].max())
+    gaps = set(range(1, last + 1)) - set(logged["epoch"])
+    short = trial.status == "TERMINATED" and last < trial.config.get("epochs", last)  # (or stopped by ASHA)
+    if not (gaps or short) or trial.checkpoint is None:
         return logged
     try:
         kept = checkpoints.read_history(trial.checkpoint)
-    except checkpoints.CheckpointError:
+    except checkpoints.CheckpointError as error:
+        if gaps:
+            print(f"collect: trial {trial.trial_id}: epochs missing from its log, and {error}", file=sys.stderr)
         return logged
-    found = kept[kept["epoch"].isin(missing)]
-    if "diverged" in logged:  # the trial went on from these epochs: none diverged
-        found = found.assign(diverged=False)
+    found = kept[~kept["epoch"].isin(logged["epoch"])]
+    if "diverged" in logged:
+        found = found.assign(diverged=~np.isfinite(found["train_loss"]))
     return pd.concat([logged, found], ignore_index=True)
 
 

@@ -147,7 +147,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
 
 
 def _epochs_trained(trials: pd.DataFrame) -> str:
-    """How many epochs the trials trained, and what share of their budgets that is (what ASHA saved)."""
+    """How many epochs the trials trained, as a share of their budgets (ASHA, and unfinished trials, train less)."""
     trained, budget = int(trials.epochs.sum()), int(trials["config/epochs"].sum())
     return f"{trained} of {budget} epochs trained ({trained / budget:.0%})" if budget else f"{trained} epochs trained"
 

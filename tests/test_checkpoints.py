@@ -85,3 +85,26 @@ def test_a_missing_checkpoint_is_named_and_falls_back(tmp_path, capsys):
     state, _ = checkpoints.restore(tune.Checkpoint(str(folders[1])), "previous", "t")
     assert state["epoch"] == 3
     assert f"cannot read checkpoint {folders[1] / checkpoints.MODEL_FILE}: FileNotFoundError" in capsys.readouterr().err
+
+
+def test_epochs_missing_from_rays_log_come_from_the_trials_checkpoint(tmp_path, capsys):
+    # A resume from a checkpoint newer than the killed driver's log, here the final one: epoch 7 and the last two
+    # never reached the log, but the checkpoint holds every epoch before it.
+    from types import SimpleNamespace
+
+    from sweeps.collect import _epochs
+
+    history = pd.DataFrame({"epoch": range(1, 11), "train_loss": [0.1] * 9 + [float("nan")], "val_mse": range(11, 21)})
+    history.to_parquet(tmp_path / checkpoints.METRICS_FILE)
+    trial = SimpleNamespace(
+        trial_id="t", status="TERMINATED", config={"epochs": 10}, checkpoint=tune.Checkpoint(str(tmp_path))
+    )
+    logged = history[history.epoch.isin([1, 2, 3, 4, 5, 6, 8])].assign(diverged=False, node_id="n")
+    filled = _epochs(logged, trial)
+    assert filled.epoch.tolist() == list(range(1, 11)) and filled.val_mse.tolist() == list(range(11, 21))
+    assert filled.diverged.tolist() == [False] * 9 + [True]  # as the trial itself would have reported them
+    assert filled.diverged.dtype == bool
+
+    (tmp_path / checkpoints.METRICS_FILE).write_bytes(b"not parquet")
+    assert _epochs(logged, trial).epoch.tolist() == [1, 2, 3, 4, 5, 6, 8]
+    assert "collect: trial t: epochs missing from its log, and cannot read checkpoint" in capsys.readouterr().err
