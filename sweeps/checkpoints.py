@@ -1,5 +1,5 @@
-"""A trial's checkpoint: a folder with `model.pt` (model and optimiser state, model config, epoch, RNG state)
-and `metrics.parquet` (every epoch so far). Read back with `torch.load(..., weights_only=True)`: a file that
+"""A trial's checkpoint: a folder with `model.pt` (model and optimiser state, model config, epoch, RNG state,
+and under `best` the weights of the trial's best epoch so far) and `metrics.parquet` (every epoch so far). Read back with `torch.load(..., weights_only=True)`: a file that
 carries pickled code is refused, not run.
 
 A checkpoint that cannot be read (truncated by a full disk or a crash, tampered with) is named in the trial's
@@ -10,6 +10,7 @@ output, and the trial goes on from its previous readable checkpoint or from scra
 from __future__ import annotations
 
 import io
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.parquet"
+BEST = "best"  # model.pt's entry for the best epoch so far: {"model": weights, "epoch": int, "value": metric}
 
 
 class CheckpointError(RuntimeError):
@@ -48,6 +50,17 @@ def load(folder: str | Path) -> tuple[dict, list[dict]]:
     except Exception as error:  # truncated, missing, not Parquet: all mean "not this checkpoint"
         raise CheckpointError(f"cannot read checkpoint {folder / METRICS_FILE}: {_described(error)}") from error
     return state, history
+
+
+def best_weights(state: dict | None, history: list[dict], metric: str) -> dict | None:
+    """The best epoch's weights a restored `state` carries; for a checkpoint written before they were kept
+    (version 0.3), its own weights, which later epochs must then beat. None: no state (a fresh start)."""
+    if state is None:
+        return None
+    if state.get(BEST):
+        return state[BEST]
+    value = history[-1][metric] if history else math.nan
+    return {"model": state["model"], "epoch": state["epoch"], "value": value}
 
 
 def read_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:

@@ -34,18 +34,21 @@ class Trained:
     model: LSTMAutoencoder
     hyperparameters: dict  # lstm_ae.train.Hyperparameters as a dict
     data: dict | None  # experiment, preset, seed, path, params (None in checkpoints older than this record)
-    epoch: int
+    epoch: int  # of the weights: the trial's best epoch up to the checkpoint, or the checkpoint's own
 
 
 def load(path: str | Path) -> Trained:
-    """A checkpoint's model from its `model.pt` or from the folder that holds it."""
+    """A checkpoint's model from its `model.pt` or from the folder that holds it: the weights of the trial's best
+    epoch up to the checkpoint where it keeps them, else those of the checkpoint's own epoch."""
     model_file = _model_file(str(path))
     if model_file is None:
         raise EvaluationError(f"{path} is not a checkpoint: pass a model.pt or a checkpoint_* folder of a trial")
     try:
         state = checkpoints.load_state(model_file)
+        # The trial's best epoch up to this checkpoint, where the checkpoint keeps it (from version 0.4 on).
+        weights = state.get(checkpoints.BEST) or state
         model = LSTMAutoencoder.from_config(state["model_config"])
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights["model"])
     except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise EvaluationError(
             f"{path} is not a usable checkpoint ({type(error).__name__}: {first_line(error)})"
@@ -56,7 +59,7 @@ def load(path: str | Path) -> Trained:
         model,
         state.get("hyperparameters", {}),
         state.get("data"),
-        int(state["epoch"]),
+        int(weights["epoch"]),
     )
 
 

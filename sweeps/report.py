@@ -3,7 +3,8 @@ a cluster): `report.md` and `figures/*.png` in the sweep's folder.
 
     sweeps report results/<sweep> [--top K]
 
-The best trial is chosen on validation; its best checkpoint is evaluated on the test split, used for nothing else.
+The best trial is chosen on validation; the weights of its best epoch (which every checkpoint keeps) are evaluated
+on the test split, used for nothing else.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ REPORT_FILE = "report.md"
 
 
 def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained | None:
-    """The trial's readable checkpoint with the best value of `metric` at the epoch it was taken (the newest where
-    none has a finite one); a damaged checkpoint is skipped, with a line saying which and why. None: none is readable."""
+    """The trial's readable checkpoint whose weights have the best value of `metric` (those of the best epoch up to
+    it, or for older checkpoints of its own epoch; the newest where none has a finite one); a damaged checkpoint is
+    skipped, with a line saying which and why. None: none is readable."""
     scored = []
     for name in (n for n in storage.names(trial_path) if n.startswith("checkpoint_")):
         path = storage.join(trial_path, name)
         try:
-            value = float(storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))[metric].iloc[-1])
+            history = storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))
             trained = evaluate.load(path)
+            value = float(history.loc[history.epoch == trained.epoch, metric].iloc[-1])
         except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
             print(
                 f"report: skipped the unreadable checkpoint {path} ({type(error).__name__}: {first_line(error)})",
@@ -166,7 +169,7 @@ def _best_section(ctx: Context, test: dict) -> str:
             f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
             f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
             "",
-            f"Its best checkpoint kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
+            f"Its best weights kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
             f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
             "",
             "| test metric | value |",

@@ -10,6 +10,8 @@ from ray import tune
 
 from sweeps import checkpoints
 from sweeps.checkpoints import CheckpointError
+from sweeps.experiments import EXPERIMENTS
+from sweeps.trial import keep_if_better
 
 
 def write_checkpoints(trial: Path, epochs=(3, 6, 9)) -> list[Path]:
@@ -108,3 +110,28 @@ def test_epochs_missing_from_rays_log_come_from_the_trials_checkpoint(tmp_path, 
     (tmp_path / checkpoints.METRICS_FILE).write_bytes(b"not parquet")
     assert _epochs(logged, trial).epoch.tolist() == [1, 2, 3, 4, 5, 6, 8]
     assert "collect: trial t: epochs missing from its log, and cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_the_best_epochs_weights_are_kept_until_an_epoch_beats_them():
+    experiment = EXPERIMENTS["synthetic"]  # val_mse, lower is better
+    model = torch.nn.Linear(1, 1)
+    kept = None
+    for epoch, value in enumerate([0.5, 0.3, 0.3, float("nan"), 0.4, 0.2], start=1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        kept = keep_if_better(kept, {"epoch": epoch, "val_mse": value}, model, experiment)
+        if epoch == 4:  # a tie keeps the earlier epoch; a NaN never wins
+            assert kept["epoch"] == 2 and kept["value"] == 0.3 and kept["model"]["weight"].item() == 2
+    assert kept["epoch"] == 6 and kept["model"]["weight"].item() == 6
+    with torch.no_grad():
+        model.weight.fill_(7)
+    assert kept["model"]["weight"].item() == 6  # a copy, not the live weights
+
+
+def test_a_checkpoint_from_before_best_weights_were_kept_starts_them_at_its_own_epoch():
+    state = {"model": {"w": torch.ones(1)}, "epoch": 2}
+    history = [{"epoch": 1, "val_mse": 0.1}, {"epoch": 2, "val_mse": 0.3}]
+    assert checkpoints.best_weights(state, history, "val_mse") == {"model": state["model"], "epoch": 2, "value": 0.3}
+    kept = {"model": {"w": torch.zeros(1)}, "epoch": 1, "value": 0.1}
+    assert checkpoints.best_weights({**state, checkpoints.BEST: kept}, history, "val_mse") is kept
+    assert checkpoints.best_weights(None, [], "val_mse") is None

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -51,6 +52,18 @@ def test_a_checkpoint_evaluates_to_the_reports_figures_as_json(classified):
     assert f"| accuracy | {metrics['accuracy']:.6g} |" in report
     text = sweeps_cli("evaluate", checkpoint, "--split", "val")  # the folder works as well as its model.pt
     assert text.returncode == 0 and "mnist-rows-classify, epoch 2, on the val split" in text.stdout
+
+
+def test_the_weights_evaluated_are_those_of_the_trials_best_epoch(classified):
+    """Every checkpoint keeps the best epoch's weights: on validation they give back that epoch's logged figure."""
+    _, _, checkpoint = classified
+    history = pd.read_parquet(checkpoint / "metrics.parquet")
+    best = history.loc[history.val_accuracy.idxmax()]
+    kept = torch.load(checkpoint / "model.pt", weights_only=True)["best"]
+    assert kept["epoch"] == best.epoch and kept["value"] == best.val_accuracy
+    done = sweeps_cli("evaluate", checkpoint, "--split", "val", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] == pytest.approx(best.val_accuracy, abs=1e-6)
 
 
 def test_a_report_published_with_out_is_checked_from_its_own_folder(classified, tmp_path):

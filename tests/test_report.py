@@ -186,3 +186,27 @@ def test_accuracy_panels_draw_chance():
 def test_figures_in_vector_formats(tmp_path, kind, header):
     path = figures.save(figures.importances({"lr": 1.0}), tmp_path / f"f.{kind}")
     assert path.read_bytes()[: len(header)] == header
+
+
+def test_the_best_epochs_weights_kept_in_a_later_checkpoint_are_the_ones_evaluated(tmp_path):
+    """A checkpoint keeps the weights of the best epoch so far: the report and `sweeps evaluate` take those, and
+    score them on that epoch's metric, not on the checkpoint's own."""
+    values = {3: 0.05, 5: 0.01, 6: 0.02, 9: 0.04}  # the best epoch, 5, falls between checkpoints
+    models = {epoch: LSTMAutoencoder(1, 4) for epoch in values}
+    for epoch in (3, 6, 9):
+        best = min((e for e in values if e <= epoch), key=values.get)
+        state = {
+            "model": models[epoch].state_dict(),
+            "optimizer": {},
+            "epoch": epoch,
+            "rng": torch.Generator().get_state(),
+            checkpoints.BEST: {"model": models[best].state_dict(), "epoch": best, "value": values[best]},
+        }
+        folder = tmp_path / f"checkpoint_{epoch:06d}"
+        folder.mkdir()
+        history = [{"epoch": e, "val_mse": v} for e, v in values.items() if e <= epoch]
+        checkpoints.save(folder, state, {"input_size": 1, "hidden_size": 4}, history, {})
+    chosen = best_checkpoint(str(tmp_path), "val_mse", "min")
+    assert chosen.path.endswith(("checkpoint_000006", "checkpoint_000009")) and chosen.epoch == 5
+    for name, tensor in chosen.model.state_dict().items():
+        assert torch.equal(tensor, models[5].state_dict()[name])
