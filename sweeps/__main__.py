@@ -85,6 +85,7 @@ def run_sweep(args) -> None:
         seed=args.seed,
         epochs=args.epochs,
         checkpoint_every=args.checkpoint_every,
+        grace_period=args.grace_period,
         overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
         loggers=list(dict.fromkeys(args.logger)),
     )
@@ -263,6 +264,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         metavar="EPOCHS",
         help="epochs between a trial's checkpoints, its last epoch always one (default: the preset's)",
+    )
+    runner.add_argument(
+        "--grace-period",
+        type=int,
+        metavar="EPOCHS",
+        help="epochs ASHA lets every trial run before it may stop it; its rungs are this x4, x16, ... "
+        "(default: the preset's, `sweeps list`)",
     )
     runner.add_argument(
         "--set",

@@ -26,7 +26,7 @@ def for_sweep(sweep) -> ResumableASHA:
 
 
 def grace_period(sweep) -> int:
-    return min(sweep.entry.presets[sweep.preset].grace_period, sweep.budget)
+    return min(sweep.grace_period or sweep.entry.presets[sweep.preset].grace_period, sweep.budget)
 
 
 def rungs(sweep) -> list[int]:

@@ -73,6 +73,7 @@ class Sweep:
     seed: int = 0
     epochs: int | None = None  # None: the preset's
     checkpoint_every: int | None = None  # epochs between checkpoints (the last is always one); None: the preset's
+    grace_period: int | None = None  # epochs ASHA lets every trial run before it may stop it; None: the preset's
     overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
     loggers: list = field(default_factory=list)  # names of LOGGERS, from --logger
 
@@ -159,6 +160,14 @@ class Sweep:
             (
                 self.checkpoint_every is not None and not 1 <= self.checkpoint_every <= MAX_COUNT,
                 f"--checkpoint-every must be 1 to {MAX_COUNT:,} epochs, got {self.checkpoint_every}",
+            ),
+            (
+                self.grace_period is not None and not 1 <= self.grace_period <= self.budget,
+                f"--grace-period must be 1 to the budget of {self.budget:,} epochs, got {self.grace_period}",
+            ),
+            (
+                self.grace_period is not None and not self.early_stop,
+                "--grace-period sets ASHA's first rung, which --no-early-stop turns off: drop one of the two",
             ),
             (
                 self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
@@ -258,6 +267,7 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
         "--num-samples": sweep.num_samples,
         "--epochs": sweep.epochs,
         "--checkpoint-every": sweep.checkpoint_every,
+        "--grace-period": sweep.grace_period,
         "--data": relative(sweep.data) if sweep.data and relative_paths else sweep.data,
         "--cpus-per-trial": sweep.cpus_per_trial if sweep.cpus_per_trial != defaults.cpus_per_trial else None,
         "--gpus-per-trial": sweep.gpus_per_trial or None,

@@ -38,6 +38,15 @@ def test_the_synthetic_grids_rungs():
     assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 200, 800]  # grace 50, reduction factor 4
 
 
+def test_grace_period_moves_the_rungs_and_is_in_the_command():
+    from sweeps.sweep import command_line
+
+    sweep = Sweep("synthetic", preset="paper", grace_period=100)
+    assert asha.rungs(sweep) == [100, 400]
+    assert sorted(milestone for milestone, _ in asha.for_sweep(sweep)._brackets[0]._rungs) == [100, 400]
+    assert "--grace-period 100" in command_line(sweep) and "--grace-period" not in command_line(Sweep("synthetic"))
+
+
 def test_time_left_runs_from_every_trial_stopped_at_its_next_rung_to_every_trial_at_its_budget():
     sweep = Sweep("synthetic", preset="paper")
     state = state_of(sweep, running_epochs=[120, 850], pending=3, created=10)  # 14 not created yet, 3 pending
