@@ -6,6 +6,7 @@ lines apart, so that every figure reads the same way in every report, in print a
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +22,7 @@ from PIL import Image  # noqa: E402
 from sweeps import storage  # noqa: E402
 
 SIZE = (8, 4.5)  # inches
+LINE = 70  # characters of a legend entry before it wraps (a title: twice that)
 DPI = 110
 STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
@@ -101,7 +103,7 @@ def validation_curves(
         color="black",
         linewidth=2.2,
         marker=_marker(metrics.epoch),
-        label=f"best trial: {best_label}",
+        label=textwrap.fill(f"best trial: {best_label}", LINE),
     )
     ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
     if stopped:
@@ -227,7 +229,7 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance:
         ax.set(title=part, xlabel="epoch", ylabel=PART_LABELS.get(part, part))
         _epoch_axis(ax, history.epoch)
         ax.legend()
-    figure.suptitle(title)
+    figure.suptitle(textwrap.fill(title, 2 * LINE))
     return figure
 
 

@@ -135,11 +135,13 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
         "pending": "not started",
     }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
+    planned = status.planned_trials(sweep)
+    count = f"{len(trials)} of {planned} trials" if len(trials) < planned else f"{len(trials)} trials"
     return "\n".join(
         [
             f"# {entry.name}: {entry.description}",
             "",
-            f"{len(trials)} trial{'' if len(trials) == 1 else 's'} ({summary}); {_epochs_trained(trials)} in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
+            f"{count} ({summary}); {_epochs_trained(trials)} in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
             f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
             "",
             "Reproduce with:",
@@ -169,7 +171,7 @@ def _best_section(ctx: Context, test: dict) -> str:
             f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
             f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
             "",
-            f"Its best weights kept (epoch {ctx.epoch}, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
+            f"Its weights of epoch {ctx.epoch} (the best a checkpoint kept, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
             f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
             "",
             "| test metric | value |",
@@ -191,21 +193,41 @@ def evaluate_command(checkpoint, data: str | None) -> str:
     return shlex.join(words)
 
 
+EDGE = 0.1  # an Optuna best this close to an end of its range (as a share of the range's span) is on its edge
+
+
 def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[str]:
-    """A best value on the edge of a numeric range may mean the optimum lies outside what was searched."""
+    """A best value on the edge of what was searched may mean the optimum lies outside it: the end of a grid's
+    values, or for Optuna the outer tenth of a range (the values Optuna happened to sample have no edge to speak of)."""
+    ranges = sweep.entry.optuna_space(sweep.grid()) if sweep.search == "optuna" else {}
     warnings = []
     for name, values in sweep.grid().items():
-        # Two values have no inside: only ranges of three or more (or Optuna's) can put the best on an edge.
-        if not all(isinstance(v, (int, float)) for v in values) or (sweep.search == "grid" and len(set(values)) < 3):
+        value, searched = best.get(f"config/{name}"), ranges.get(name)
+        if value is None:
             continue
-        value, searched = best[f"config/{name}"], trials[f"config/{name}"]
-        low, high = (min(values), max(values)) if sweep.search == "grid" else (searched.min(), searched.max())
-        if value in (low, high):
-            side = "smallest" if value == low else "largest"
-            warnings.append(
-                f"> Warning: the best {name} ({plain(value)}) is the {side} value searched: the optimum may lie beyond it."
-            )
+        if searched is not None and searched.kind != "choice":
+            side = _side_of_range(value, searched)
+            where = f"in the {side} tenth of the range searched ({searched})"
+        else:
+            side = _end_of_values(value, searched.values if searched else values)
+            where = f"the {side} value searched"
+        if side:
+            warnings.append(f"> Warning: the best {name} ({plain(value)}) is {where}: the optimum may lie beyond it.")
     return warnings
+
+
+def _side_of_range(value: float, searched) -> str | None:
+    scale = math.log if searched.kind == "log" else float
+    low, high = scale(searched.low), scale(searched.high)
+    position = (scale(value) - low) / (high - low) if high > low else 0.5
+    return "lowest" if position <= EDGE else "highest" if position >= 1 - EDGE else None
+
+
+def _end_of_values(value, values) -> str | None:
+    """ "smallest" or "largest" where `value` ends three or more numbers (two have no inside to leave), else None."""
+    if not all(isinstance(v, (int, float)) for v in values) or len(set(values)) < 3:
+        return None
+    return "smallest" if value == min(values) else "largest" if value == max(values) else None
 
 
 def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame) -> list:

@@ -9,6 +9,7 @@ from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints, figures
 from sweeps.collect import ranked
 from sweeps.report import _edge_warnings, _header, _trials_table, best_checkpoint
+from sweeps.study_figures import Context, trial_label
 from sweeps.sweep import Sweep
 
 
@@ -61,7 +62,7 @@ def test_trials_table_rows_and_numbers():
 def test_the_header_says_what_share_of_the_budget_was_trained():
     trials = hand_built_trials().assign(**{"config/epochs": 12})
     header = _header(Sweep("synthetic", preset="paper"), trials)
-    assert "4 trials (1 ran the whole budget, 1 stopped early by ASHA" in header
+    assert "4 of 24 trials (1 ran the whole budget, 1 stopped early by ASHA" in header  # the grid has 24
     assert "22 of 48 epochs trained (46%) in 0.1 trial-minutes" in header
 
 
@@ -72,6 +73,23 @@ def test_edge_warnings_for_ranges_of_three_or_more():
         "> Warning: the best hidden_size (40) is the largest value searched: the optimum may lie beyond it."
     ]
     assert _edge_warnings(sweep, trials, trials.iloc[1]) == []
+
+
+def test_optuna_edge_warnings_measure_the_range_searched_not_the_values_sampled():
+    sweep = Sweep("synthetic", search="optuna")  # lr log 1e-4..1e-2, hidden 10..49, batch {32, 64, 128}
+    trials = pd.DataFrame(
+        {"config/lr": [3.6e-3, 1e-3], "config/hidden_size": [49, 20], "config/batch_size": [128, 64]}
+    ).assign(**{"config/grad_clip": 2.0, "trial_id": ["a", "b"]})  # (a row of mixed types keeps its ints)
+    assert _edge_warnings(sweep, trials, trials.iloc[0]) == [
+        "> Warning: the best batch_size (128) is the largest value searched: the optimum may lie beyond it.",
+        "> Warning: the best hidden_size (49) is in the highest tenth of the range searched (10..49): the optimum "
+        "may lie beyond it.",
+    ]  # lr 3.6e-3, the largest sampled, lies at 78% of the log range: inside
+    low = trials.assign(**{"config/lr": 1.2e-4, "config/hidden_size": 30, "config/batch_size": 64}).iloc[0]
+    assert _edge_warnings(sweep, trials, low) == [
+        "> Warning: the best lr (0.00012) is in the lowest tenth of the range searched (log 0.0001..0.01): the "
+        "optimum may lie beyond it."
+    ]
 
 
 def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
@@ -210,3 +228,9 @@ def test_the_best_epochs_weights_kept_in_a_later_checkpoint_are_the_ones_evaluat
     assert chosen.path.endswith(("checkpoint_000006", "checkpoint_000009")) and chosen.epoch == 5
     for name, tensor in chosen.model.state_dict().items():
         assert torch.equal(tensor, models[5].state_dict()[name])
+
+
+def test_the_best_trial_is_named_with_floats_to_three_figures():
+    best = pd.Series({"trial_id": "t", "config/lr": 0.003600091192911611, "config/hidden_size": 49})
+    ctx = Context(Sweep("synthetic", overrides={"hidden_size": [10, 49], "lr": [1e-4, 1e-2]}), best, *[None] * 5)
+    assert trial_label(ctx) == "lr=0.0036, hidden_size=49"  # in the grid's order
