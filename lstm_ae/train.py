@@ -10,6 +10,8 @@ the classifier, MSE of x[t+1] for the predictor), so the default 0.5 is the stud
 It knows nothing of where it runs: sweeps, notebooks and tests all drive it the same way.
 
 The recipe options: `schedule="cosine"` anneals the learning rate to 0 over the whole budget, batch by batch;
+`"plateau"` halves it whenever the validation loss has not improved for PLATEAU_PATIENCE epochs (a high rate's fast
+start, then calmer steps once its loss spikes stall progress);
 `precision="bf16"` runs forward and loss under bfloat16 autocast (CPUs with AVX512-BF16, recent GPUs),
 `"fp16"` under float16 autocast with a gradient scaler (CUDA only). A state carries the schedule and the scaler.
 """
@@ -26,7 +28,8 @@ import torch.nn.functional as F
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "plateau")
+PLATEAU_PATIENCE = 10  # epochs without a better validation loss before "plateau" halves the rate
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("accuracy",)  # of the metrics below, these are maximised; every other one is an error
@@ -49,7 +52,7 @@ class Hyperparameters:
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     recon_weight: float = 0.5  # share of the reconstruction loss when a head adds its own
     seed: int = 0  # batch order
-    schedule: str = "constant"  # "constant" or "cosine" (to 0 at the last batch of `epochs`)
+    schedule: str = "constant"  # "constant", "cosine" (to 0 at the last batch of `epochs`) or "plateau"
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
 
     def __post_init__(self):
@@ -172,6 +175,10 @@ class Fit:
         if hp.schedule == "cosine":
             batches = hp.epochs * math.ceil(len(self.train) / hp.batch_size)
             self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, batches))
+        elif hp.schedule == "plateau":
+            self.schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=0.5, patience=PLATEAU_PATIENCE
+            )
         # fp16's small range needs the loss scaled up before backward; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=hp.precision == "fp16")
         self.generator = torch.Generator().manual_seed(hp.seed)
@@ -190,6 +197,8 @@ class Fit:
         val_metrics = evaluate(
             self.model, self.val, self.hp.recon_weight, self.val_normalizer, precision=self.hp.precision
         )
+        if self.hp.schedule == "plateau":
+            self.schedule.step(val_metrics["loss"])
         return {
             "epoch": self.epoch,
             **{f"train_{k}": v for k, v in train_metrics.items()},
@@ -235,7 +244,7 @@ class Fit:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.schedule:
+            if self.hp.schedule == "cosine":
                 self.schedule.step()
             totals.add(parts, len(batch))
         return totals.means()

@@ -115,7 +115,7 @@ def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
         (Sweep("synthetic", overrides={"batch_size": [32.5]}), "batch_size must be a whole number"),
         (Sweep("synthetic", overrides={"gate_bias": ["zeros"]}), "gate_bias must be one of default, forget1, chrono"),
         (Sweep("synthetic", overrides={"encoder_cell": ["gru"]}), "encoder_cell must be one of lstm, layernorm"),
-        (Sweep("synthetic", overrides={"schedule": ["step"]}), "schedule must be one of constant, cosine"),
+        (Sweep("synthetic", overrides={"schedule": ["step"]}), "schedule must be one of constant, cosine, plateau"),
         (Sweep("synthetic", overrides={"precision": ["fp16"]}), "precision fp16 runs on CUDA GPUs only"),
         (Sweep("synthetic", gpus_per_trial=0.3), "--gpus-per-trial must be 0, 1/k"),
         (Sweep("synthetic", gpus_per_trial=1.5), "--gpus-per-trial must be 0, 1/k"),

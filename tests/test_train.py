@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
+from lstm_ae import train
 from lstm_ae.data import Split, Splits, mnist, synthetic
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import direction, evaluate, fit, losses
+from lstm_ae.train import PLATEAU_PATIENCE, direction, evaluate, fit, losses
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,15 @@ def test_losses_by_hand():
     assert parts["loss"].item() == pytest.approx(0.25 * mse.item() + 0.75 * pred.item())
 
 
+def test_the_plateau_schedule_halves_the_rate_after_patience_epochs_without_progress(signals, monkeypatch):
+    fast = fit(model_for(signals), signals, epochs=3, batch_size=100, lr=1e-2, schedule="plateau")
+    assert [fast.optimizer.param_groups[0]["lr"] for _ in fast] == [1e-2] * 3  # while it improves
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: {"loss": 0.5, "mse": 0.5})  # a loss that stalls
+    run = fit(model_for(signals), signals, epochs=PLATEAU_PATIENCE + 2, batch_size=100, lr=1e-2, schedule="plateau")
+    lrs = [run.optimizer.param_groups[0]["lr"] for _ in run]
+    assert lrs[: PLATEAU_PATIENCE + 1] == [1e-2] * (PLATEAU_PATIENCE + 1) and lrs[-1] == 5e-3
+
+
 def test_evaluate_is_the_mean_over_the_whole_split(signals):
     model = model_for(signals)
     whole = evaluate(model, signals.val, batch_size=10_000)["mse"]
@@ -65,7 +75,9 @@ def test_evaluate_is_the_mean_over_the_whole_split(signals):
 
 
 @pytest.mark.parametrize(
-    "recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"]
+    "recipe",
+    [{}, {"schedule": "cosine", "precision": "bf16"}, {"schedule": "plateau"}],
+    ids=["constant-fp32", "cosine-bf16", "plateau"],
 )
 def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe):
     kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu", **recipe)
@@ -193,7 +205,7 @@ def test_fp16_needs_a_gpu(signals):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"schedule": "step"}, "schedule must be one of constant, cosine"),
+        ({"schedule": "step"}, "schedule must be one of constant, cosine, plateau"),
         ({"precision": "int8"}, "precision must be one of fp32, bf16, fp16"),
         ({"batch_size": 2.5}, "batch_size must be a whole number"),
         ({"lr": math.inf}, "lr must be positive and finite"),
