@@ -10,8 +10,8 @@ the classifier, MSE of x[t+1] for the predictor), so the default 0.5 is the stud
 It knows nothing of where it runs: sweeps, notebooks and tests all drive it the same way.
 
 The recipe options: `schedule="cosine"` anneals the learning rate to 0 over the whole budget, batch by batch;
-`"plateau"` halves it whenever the validation loss has not improved for PLATEAU_PATIENCE epochs (a high rate's fast
-start, then calmer steps once its loss spikes stall progress);
+`"plateau"` halves it whenever the validation loss has gone more than PLATEAU_PATIENCE epochs without improving
+(by 0.01%): a high rate's fast start, then calmer steps once its loss spikes stall progress;
 `precision="bf16"` runs forward and loss under bfloat16 autocast (CPUs with AVX512-BF16, recent GPUs),
 `"fp16"` under float16 autocast with a gradient scaler (CUDA only). A state carries the schedule and the scaler.
 """
@@ -29,7 +29,7 @@ from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
 
 SCHEDULES = ("constant", "cosine", "plateau")
-PLATEAU_PATIENCE = 10  # epochs without a better validation loss before "plateau" halves the rate
+PLATEAU_PATIENCE = 10  # "plateau" halves the rate at the 11th epoch in a row without a better validation loss
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("accuracy",)  # of the metrics below, these are maximised; every other one is an error

@@ -135,8 +135,13 @@ def evaluate_checkpoint(args) -> None:
         print(json.dumps(metrics))
         return
     count = len(getattr(splits, args.split))
+    best = (
+        f" (the best up to the checkpoint's epoch {trained.checkpoint_epoch})"
+        if trained.checkpoint_epoch != trained.epoch
+        else ""
+    )
     print(
-        f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}, on the {args.split} split ({count} sequences)"
+        f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}{best}, on the {args.split} split ({count} sequences)"
     )
     for name, value in metrics.items():
         print(f"  {name:<18} {value:.6g}")

@@ -35,6 +35,7 @@ class Trained:
     hyperparameters: dict  # lstm_ae.train.Hyperparameters as a dict
     data: dict | None  # experiment, preset, seed, path, params (None in checkpoints older than this record)
     epoch: int  # of the weights: the trial's best epoch up to the checkpoint, or the checkpoint's own
+    checkpoint_epoch: int  # the epoch the checkpoint was taken at
 
 
 def load(path: str | Path) -> Trained:
@@ -60,6 +61,7 @@ def load(path: str | Path) -> Trained:
         state.get("hyperparameters", {}),
         state.get("data"),
         int(weights["epoch"]),
+        int(state["epoch"]),
     )
 
 

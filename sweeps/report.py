@@ -136,7 +136,11 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
     planned = status.planned_trials(sweep)
-    count = f"{len(trials)} of {planned} trials" if len(trials) < planned else f"{len(trials)} trials"
+    count = (
+        f"{len(trials)} of {planned} trials"
+        if len(trials) < planned
+        else f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
+    )
     return "\n".join(
         [
             f"# {entry.name}: {entry.description}",

@@ -130,8 +130,9 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         name=name,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=3),  # a killed worker restarts from its last checkpoint
-        # The two best checkpoints by the metric, and always the latest (to resume from). Ray snapshots the
-        # experiment each time a trial saved num_to_keep checkpoints: 1 would snapshot at every checkpoint.
+        # The two best checkpoints by the metric, and always the latest (to resume from; it also carries the best
+        # epoch's weights, which older checkpoints lack). Ray snapshots the experiment each time a trial saved
+        # num_to_keep checkpoints: 1 would snapshot at every checkpoint.
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode
         ),

@@ -28,7 +28,7 @@ class Context:
     sweep: Sweep
     best: pd.Series  # the best trial's row of trials.parquet
     history: pd.DataFrame  # its rows of metrics.parquet
-    trained: evaluate.Trained  # the checkpoint evaluated: the best of those kept
+    trained: evaluate.Trained  # the weights evaluated: the trial's best epoch that a checkpoint kept
     splits: Splits
     folder: str  # figures/, a local path or a URI
     tables: list  # markdown sections the figures add (e.g. the forecast errors)

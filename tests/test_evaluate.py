@@ -51,7 +51,12 @@ def test_a_checkpoint_evaluates_to_the_reports_figures_as_json(classified):
     report = (root / "rows" / "report.md").read_text()
     assert f"| accuracy | {metrics['accuracy']:.6g} |" in report
     text = sweeps_cli("evaluate", checkpoint, "--split", "val")  # the folder works as well as its model.pt
-    assert text.returncode == 0 and "mnist-rows-classify, epoch 2, on the val split" in text.stdout
+    kept = torch.load(checkpoint / "model.pt", weights_only=True)["best"]["epoch"]
+    assert (
+        text.returncode == 0
+        and f"mnist-rows-classify, epoch {kept}" in text.stdout
+        and "on the val split" in text.stdout
+    )
 
 
 def test_the_weights_evaluated_are_those_of_the_trials_best_epoch(classified):

@@ -226,6 +226,7 @@ def test_the_best_epochs_weights_kept_in_a_later_checkpoint_are_the_ones_evaluat
         checkpoints.save(folder, state, {"input_size": 1, "hidden_size": 4}, history, {})
     chosen = best_checkpoint(str(tmp_path), "val_mse", "min")
     assert chosen.path.endswith(("checkpoint_000006", "checkpoint_000009")) and chosen.epoch == 5
+    assert chosen.checkpoint_epoch == int(chosen.path[-2:])
     for name, tensor in chosen.model.state_dict().items():
         assert torch.equal(tensor, models[5].state_dict()[name])
 
