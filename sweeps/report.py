@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import checkpoints, collect, evaluate, figures, status, storage
+from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, status, storage
 from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
 from sweeps.sweep import Sweep, command_line, load_sweep, relative, require_writable
@@ -210,7 +210,7 @@ def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[
         if value is None:
             continue
         if searched is not None and searched.kind != "choice":
-            side = _side_of_range(value, searched)
+            side = _side_of_range(name, value, searched)
             where = f"in the {side} tenth of the range searched ({searched})"
         else:
             side = _end_of_values(value, searched.values if searched else values)
@@ -220,11 +220,21 @@ def _edge_warnings(sweep: Sweep, trials: pd.DataFrame, best: pd.Series) -> list[
     return warnings
 
 
-def _side_of_range(value: float, searched) -> str | None:
-    scale = math.log if searched.kind == "log" else float
+def _side_of_range(name: str, value: float, searched) -> str | None:
+    """ "lowest" or "highest" where `value` lies in that tenth of the range and values beyond that end exist (not
+    below a clip of 0 or above a recon_weight of 1: lstm_ae's own checks say), else None."""
+    scale, unscale = (math.log, math.exp) if searched.kind == "log" else (float, float)
     low, high = scale(searched.low), scale(searched.high)
     position = (scale(value) - low) / (high - low) if high > low else 0.5
-    return "lowest" if position <= EDGE else "highest" if position >= 1 - EDGE else None
+    side = "lowest" if position <= EDGE else "highest" if position >= 1 - EDGE else None
+    if side is None:
+        return None
+    beyond = unscale(low - EDGE * (high - low)) if side == "lowest" else unscale(high + EDGE * (high - low))
+    try:
+        hyperparameters.check({name: round(beyond) if searched.kind == "int" else beyond}, epochs=1)
+    except (ValueError, TypeError):
+        return None  # nothing lies beyond that end
+    return side
 
 
 def _end_of_values(value, values) -> str | None:

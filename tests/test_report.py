@@ -90,6 +90,8 @@ def test_optuna_edge_warnings_measure_the_range_searched_not_the_values_sampled(
         "> Warning: the best lr (0.00012) is in the lowest tenth of the range searched (log 0.0001..0.01): the "
         "optimum may lie beyond it."
     ]
+    no_clip = trials.assign(**{"config/grad_clip": 0.1, "config/hidden_size": 30, "config/batch_size": 64}).iloc[1]
+    assert _edge_warnings(sweep, trials, no_clip) == []  # clip 0..5: nothing lies below 0
 
 
 def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
