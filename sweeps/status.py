@@ -147,7 +147,7 @@ def text(state: Status) -> str:
         )
     timing = []
     if state.elapsed_s is not None and not state.done:  # (since it started: a finished sweep's would keep growing)
-        timing.append(f"elapsed {_duration(state.elapsed_s)}")
+        timing.append(f"started {_duration(state.elapsed_s)} ago")  # (pauses between resumes included)
     if state.left_s is not None and not state.done:
         if state.left_min_s == state.left_s:
             timing.append(f"about {_duration(state.left_s)} left")

@@ -65,6 +65,14 @@ def test_without_asha_the_time_left_is_one_figure():
     assert "about 15 min left" in status.text(state_with(state, least, most))
 
 
+def test_the_time_since_the_sweep_started_is_said_as_such():
+    """Wall time since `sweeps run`, pauses between resumes included: not "elapsed", which read as time running."""
+    sweep = Sweep("synthetic", preset="paper", early_stop=False)
+    state = state_of(sweep, running_epochs=[100], pending=0, created=24)
+    state.elapsed_s = 5820
+    assert "started 1 h 37 min ago" in status.text(state) and "elapsed" not in status.text(state)
+
+
 def state_with(state: status.Status, least: float, most: float) -> status.Status:
     state.left_min_s, state.left_s = least, most
     return state
