@@ -1,6 +1,6 @@
 """A trial's checkpoint: a folder with `model.pt` (model and optimiser state, model config, epoch, RNG state,
-and under `best` the weights of the trial's best epoch so far) and `metrics.parquet` (every epoch so far). Read back with `torch.load(..., weights_only=True)`: a file that
-carries pickled code is refused, not run.
+and under `best` the weights of the trial's best epoch so far) and `metrics.parquet` (every epoch so far). Read
+back with `torch.load(..., weights_only=True)`: a file that carries pickled code is refused, not run.
 
 A checkpoint that cannot be read (truncated by a full disk or a crash, tampered with) is named in the trial's
 output, and the trial goes on from its previous readable checkpoint or from scratch, as the user chose

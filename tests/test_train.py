@@ -87,9 +87,7 @@ def test_evaluate_is_the_mean_over_the_whole_split(signals):
 
 
 @pytest.mark.parametrize(
-    "recipe",
-    [{}, {"schedule": "cosine", "precision": "bf16"}],
-    ids=["constant-fp32", "cosine-bf16"],
+    "recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"]
 )
 def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe):
     kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu", **recipe)
