@@ -92,8 +92,8 @@ def run_sweep(args) -> None:
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
     cluster.check(args.address, sweep)
     run.claim(sweep, sweep_dir)
-    cluster.start_ray(args.address)
-    run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
+    with cluster.ray_session(args.address):
+        run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
     _finish(sweep_dir, args.no_report)
 
 
@@ -103,8 +103,9 @@ def resume_sweep(args) -> None:
     sweep_dir = storage.absolute(args.path)
     resumable = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
     cluster.check(args.address, resumable.sweep)
-    cluster.start_ray(args.address)
-    _finish(run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint), args.no_report, args.data)
+    with cluster.ray_session(args.address):
+        sweep_dir = run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint)
+    _finish(sweep_dir, args.no_report, args.data)
 
 
 def report(args) -> None:

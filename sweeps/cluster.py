@@ -4,6 +4,7 @@ resources before a sweep waits on them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import urllib.parse
@@ -63,6 +64,20 @@ def start_ray(address: str | None = None) -> None:
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Ray for the length of a sweep (start_ray), shut down before the command prints its last lines: Ray streams
+    its processes' output to this one, and a line of theirs (a raylet's warning that the disk is nearly full) came
+    after `sweeps: interrupted: continue with ...`, which must be the last thing a user reads."""
+    import ray
+
+    start_ray(address)
+    try:
+        yield
+    finally:
+        ray.shutdown()  # a joined cluster only loses this driver
 
 
 def check_cluster(address: str, given_as: str = "--address", timeout_s: float = 5.0) -> None:

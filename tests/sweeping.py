@@ -24,16 +24,18 @@ def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def start_driver(*args, log: Path | None = None) -> subprocess.Popen:
+def start_driver(*args, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     """`sweeps ...` in the background, in a session of its own: killing the session kills the driver and the
     local Ray it started, as a lost machine would. Ctrl-C (SIGINT) reaches it as it reaches a command typed at a
-    terminal, even where the tests themselves run as a background job, which inherits SIGINT ignored."""
+    terminal, even where the tests themselves run as a background job, which inherits SIGINT ignored. `env`: variables
+    added to this process's environment."""
     out = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "sweeps", *map(str, args)],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 

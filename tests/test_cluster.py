@@ -156,6 +156,20 @@ def test_readme_job_submission(head_node, tmp_path):
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
 
 
+def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended():
+    """Ray streams its processes' lines to the driver until it shuts down: a raylet's disk warning once came after
+    `sweeps: interrupted: continue with ...` (tests/test_faults.py), so the session ends before those last lines."""
+    import ray
+
+    from sweeps.cluster import ray_session
+    from sweeps.sweep import SweepInterrupted
+
+    with pytest.raises(SweepInterrupted), ray_session():
+        assert ray.is_initialized()
+        raise SweepInterrupted("/nowhere")
+    assert not ray.is_initialized()
+
+
 def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypatch):
     """Ray's ConnectionError is an OSError, which the command line would otherwise tell as a storage problem."""
     import ray
