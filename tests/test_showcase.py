@@ -1,0 +1,47 @@
+"""The committed showcases (results/showcase/): each one can be checked from what is committed alone, and the synthetic
+ones, whose data is generated from their seed, evaluate here to the figures their reports state."""
+
+import itertools
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeps import evaluate
+from sweeps.experiments import EXPERIMENTS
+
+SHOWCASE = Path(__file__).resolve().parent.parent / "results" / "showcase"
+PUBLISHED = sorted(folder for folder in SHOWCASE.iterdir() if (folder / "report.md").exists())
+SYNTHETIC = [folder for folder in PUBLISHED if folder.name.startswith("synthetic")]
+
+
+def test_there_are_showcases_to_check():
+    assert {"synthetic", "mnist-rows-classify", "mnist-pixels-classify"} <= {folder.name for folder in PUBLISHED}
+
+
+@pytest.mark.parametrize("folder", PUBLISHED, ids=lambda folder: folder.name)
+def test_a_showcase_holds_what_checking_it_needs_and_says_how(folder):
+    for name in ("trials.parquet", "metrics.parquet", "model.pt", "figures"):
+        assert (folder / name).exists(), f"{folder.name} lacks {name}"
+    assert (folder / "model.pt").stat().st_size < 5_000_000  # a few MB at most
+    commands = re.findall(r"^\s+sweeps evaluate (\S+)", (folder / "report.md").read_text(), re.MULTILINE)
+    assert commands == [f"results/showcase/{folder.name}/model.pt"]  # relative to the repository's root
+
+
+@pytest.mark.parametrize("folder", SYNTHETIC, ids=lambda folder: folder.name)
+def test_a_synthetic_showcase_evaluates_to_its_reports_test_figure(folder):
+    trained = evaluate.load(folder / "model.pt")
+    mse = evaluate.metrics(trained, evaluate.splits_of(trained))["mse"]
+    assert f"| mse | {mse:.6g} |" in (folder / "report.md").read_text()
+
+
+def test_the_synthetic_showcase_is_the_studys_whole_grid_at_its_budget_under_its_target():
+    """Issue 12: all 24 configurations of the study at 1000 epochs, the best checkpoint under the study's 0.01."""
+    trials = pd.read_parquet(SHOWCASE / "synthetic" / "trials.parquet")
+    grid = EXPERIMENTS["synthetic"].grid
+    configs = {tuple(row) for row in trials[[f"config/{name}" for name in grid]].itertuples(index=False)}
+    assert configs == set(itertools.product(*grid.values())) and len(trials) == 24
+    assert (trials["config/epochs"] == 1000).all() and (trials["config/n"] == 10_000).all()
+    trained = evaluate.load(SHOWCASE / "synthetic" / "model.pt")
+    assert evaluate.metrics(trained, evaluate.splits_of(trained))["mse"] <= 0.01
