@@ -382,8 +382,9 @@ def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(t
 def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path):
     sweep_dir = tmp_path / "interrupted"
     log = tmp_path / "driver.log"
-    # Ray streams its processes' lines to the driver; a raylet that finds the disk nearly full warns every 10 s (as
-    # on a CI machine whose disk was 95% full, after the line below): here it finds any disk 1% full "nearly full".
+    # Ray streams its processes' lines to the driver: a trial's exit, and a raylet's warning every 10 s where it finds
+    # the disk nearly full (as on a CI machine whose disk was 95% full), came after the line below. Here the raylet
+    # finds any disk 1% full "nearly full". (test_cluster.py checks that Ray is shut down before that line.)
     nearly_full = {"RAY_local_fs_capacity_threshold": "0.01"}
     driver = start_driver(*[a for a in run_args(sweep_dir, 40) if a != "--no-report"], log=log, env=nearly_full)
     wait_for(lambda: mid_training(sweep_dir, 1), 180, "both trials to pass their first checkpoint", driver)
@@ -391,7 +392,6 @@ def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path
     assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
 
     lines = log.read_text().strip().splitlines()
-    assert "is over 1% full" in log.read_text(), "the raylet's warnings were meant to reach the driver's output"
     assert lines[-1] == f"sweeps: interrupted: continue with sweeps resume {sweep_dir}"
     assert "Tuner.restore" not in log.read_text()
     assert not (sweep_dir / "report.md").exists(), "an unfinished sweep's report would read as a finished one's"
