@@ -12,13 +12,13 @@ It knows nothing of where it runs: sweeps, notebooks and tests all drive it the 
 The recipe options: `schedule="cosine"` anneals the learning rate to 0 over the whole budget, batch by batch;
 `"plateau"` halves it whenever the validation loss has gone more than PLATEAU_PATIENCE epochs without improving
 (by 0.01%): a high rate's fast start, then calmer steps once its loss spikes stall progress;
-`precision="bf16"` runs forward and loss under bfloat16 autocast (CPUs with AVX512-BF16, recent GPUs),
-`"fp16"` under float16 autocast with a gradient scaler (CUDA only). A state carries the schedule and the scaler.
+`precision="bf16"` runs forward and loss under bfloat16 autocast (CPUs with native bf16, recent GPUs: which
+device runs which is lstm_ae.precision's to say, and Fit refuses one it cannot), `"fp16"` under float16 autocast
+with a gradient scaler (CUDA only). A state carries the schedule and the scaler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -27,11 +27,10 @@ import torch.nn.functional as F
 
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
+from lstm_ae.precision import PRECISIONS, autocast, check_precision
 
 SCHEDULES = ("constant", "cosine", "plateau")
 PLATEAU_PATIENCE = 10  # "plateau" halves the rate at the 11th epoch in a row without a better validation loss
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("accuracy",)  # of the metrics below, these are maximised; every other one is an error
 
 
@@ -118,6 +117,7 @@ def evaluate(
     """
     model.eval()
     device = next(model.parameters()).device
+    check_precision(precision, device)
     totals = _Totals()
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device)
@@ -130,21 +130,6 @@ def evaluate(
             parts.update(_errors_in_original_units(out, x, normalizer, rows))
         totals.add(parts, len(x))
     return totals.means()
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """ValueError where `device` cannot run `precision`."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA GPU (this run is on {device.type}): use bf16 or fp32")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}: use fp16 or fp32")
-
-
-def autocast(precision: str, device: torch.device):
-    """The context that runs a forward pass and its loss at `precision` on `device`."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST[precision])
 
 
 def _errors_in_original_units(out: Output, x: torch.Tensor, normalizer, rows: slice) -> dict:

@@ -7,6 +7,8 @@ import errno
 import math
 import sys
 
+from lstm_ae.precision import PRECISIONS
+
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
 INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
     from sweeps.evaluate import EvaluationError
     from sweeps.storage import StorageError
-    from sweeps.sweep import SweepError, SweepInterrupted
+    from sweeps.sweep import SweepError, SweepInterrupted, TrialsFailed
 
     try:
         return args.command(args) or 0
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, EvaluationError, StorageError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except TrialsFailed as error:
+        print(f"sweeps: error: {error}", file=sys.stderr)
+        return MACHINE_ERROR
     except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
         print(f"sweeps: error: {_machine_problem(error)}", file=sys.stderr)
         return MACHINE_ERROR
@@ -48,10 +53,7 @@ def list_experiments(args) -> None:
 
     print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
-    print(
-        "precision: fp32 by default; bf16 measured within fp32's seed noise on MNIST rows and pixels and 1.27x faster "
-        "on the pixel recipe with AVX512-BF16 or a recent GPU (docs/performance.md): --set precision=bf16"
-    )
+    print(f"precision: {_precisions_here()}")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
         print(
@@ -66,6 +68,17 @@ def list_experiments(args) -> None:
             print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}; grid of {size}: {sweep}")
         ranges = entry.optuna_space(entry.grid_for("paper"))
         print("  optuna (paper): " + ", ".join(f"{k} {r}" for k, r in ranges.items()))
+
+
+def _precisions_here() -> str:
+    from lstm_ae.precision import cpu_name, unavailable
+
+    cpu = cpu_name()
+    bf16 = "runs bf16 (--set precision=bf16)" if unavailable("bf16", "cpu") is None else "has no native bf16: fp32 only"
+    return (
+        f"fp32 by default; bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU with it, fp16 a GPU; "
+        f"this machine's CPU ({cpu}) {bf16} (docs/performance.md#precision-parity)"
+    )
 
 
 def run_sweep(args) -> None:
@@ -89,8 +102,9 @@ def run_sweep(args) -> None:
         overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
         loggers=list(dict.fromkeys(args.logger)),
     )
+    sweep.validate()
+    cluster.check(args.address, sweep)  # the cluster, or this machine's resources and precisions: before any data
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
-    cluster.check(args.address, sweep)
     run.claim(sweep, sweep_dir)
     with cluster.ray_session(args.address):
         run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
@@ -113,15 +127,30 @@ def report(args) -> None:
     from sweeps.report import write_report
 
     sweep_dir = storage.absolute(args.path)
-    print(f"report: {write_report(sweep_dir, args.top, args.data, args.format, args.out)}")
+    written = write_report(sweep_dir, args.top, args.data, args.format, args.out)
+    print(f"report: {written}")
+    _fail_if_every_trial_failed(storage.parent_and_name(written)[0], written)
 
 
 def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
     _summary(sweep_dir)
+    written = None
     if not no_report:
         from sweeps.report import write_report
 
-        print(f"report: {write_report(sweep_dir, data=data)}")
+        written = write_report(sweep_dir, data=data)
+        print(f"report: {written}")
+    _fail_if_every_trial_failed(sweep_dir, written)
+
+
+def _fail_if_every_trial_failed(folder: str, written: str | None) -> None:
+    """TrialsFailed where every trial in the trials table of `folder` errored (the report, if `written`, says it too)."""
+    from sweeps import collect, storage
+    from sweeps.report import all_failed
+    from sweeps.sweep import TrialsFailed
+
+    if failed := all_failed(storage.read_parquet(storage.join(folder, collect.TRIALS_FILE))):
+        raise TrialsFailed(f"{failed}: see {written}" if written else failed)
 
 
 def evaluate_checkpoint(args) -> None:
@@ -131,9 +160,9 @@ def evaluate_checkpoint(args) -> None:
 
     trained = evaluate.load(args.checkpoint)
     splits = evaluate.splits_of(trained, args.data)
-    metrics = evaluate.metrics(trained, splits, args.split)
+    metrics = evaluate.metrics(trained, splits, args.split, args.precision)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps({**metrics, "precision": args.precision}))
         return
     count = len(getattr(splits, args.split))
     best = (
@@ -144,6 +173,7 @@ def evaluate_checkpoint(args) -> None:
     print(
         f"{args.checkpoint}: {trained.data['experiment']}, epoch {trained.epoch}{best}, on the {args.split} split ({count} sequences)"
     )
+    print(f"  under {args.precision} (trained in {evaluate.trained_precision(trained)})")
     for name, value in metrics.items():
         print(f"  {name:<18} {value:.6g}")
 
@@ -288,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     )
     runner.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="autocast of every trial (the same as --set precision=...); fp16 needs GPUs (default: the experiment's)",
     )
     runner.add_argument(
@@ -334,7 +364,16 @@ def parser() -> argparse.ArgumentParser:
     evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
     evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
     evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split")
-    evaluator.add_argument("--json", action="store_true", help="one JSON object of the metrics on stdout")
+    evaluator.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="autocast to evaluate under: fp32, the same on every machine, whatever the checkpoint trained in "
+        "(bf16 needs a CPU or GPU that has it)",
+    )
+    evaluator.add_argument(
+        "--json", action="store_true", help="one JSON object of the metrics (and precision) on stdout"
+    )
 
     stat = commands.add_parser(
         "status",

@@ -44,6 +44,7 @@ def check(address: str | None = None, sweep: Sweep | None = None) -> None:
         check_cluster(os.environ["RAY_ADDRESS"], "RAY_ADDRESS in the environment")
     elif sweep is not None:
         _check_fits(sweep, machine_resources())  # a cluster may autoscale; this machine will not
+        _check_precisions(sweep)  # a cluster's trials check their own node: its head may be CPU-only
 
 
 def start_ray(address: str | None = None) -> None:
@@ -135,6 +136,16 @@ def machine_resources() -> dict:
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"CPU": cpus or 1, "GPU": torch.cuda.device_count()}
+
+
+def _check_precisions(sweep: Sweep) -> None:
+    """Every precision of the sweep runs on the device this machine's trials get (a GPU where they ask for one)."""
+    from lstm_ae.precision import unavailable
+
+    device = "cuda" if sweep.gpus_per_trial else "cpu"
+    for precision in sweep.values("precision"):
+        if reason := unavailable(precision, device):
+            raise SweepError(f"{reason}; or run on a cluster whose nodes have it (--address)")
 
 
 def _check_fits(sweep: Sweep, resources: dict) -> None:

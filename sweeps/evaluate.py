@@ -2,6 +2,9 @@
 
     sweeps evaluate results/showcase/mnist-pixels-classify/model.pt --data ../shared/data [--split test] [--json]
 
+In fp32 unless `--precision` says otherwise, whatever the precision of training: the figures are the same on every
+machine, where a bf16 checkpoint evaluated under bf16 would need a CPU or GPU with bf16.
+
 A checkpoint (`model.pt`) holds the model's config and weights, the training hyperparameters (the loss's mix,
 the precision) and how its data was built (experiment, preset, seed, data path and data hyperparameters): the
 split is rebuilt exactly as the trial saw it, from the data at `--data` where it has moved.
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from lstm_ae.data import DataError, Splits
 from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.precision import PrecisionUnavailable
 from lstm_ae.train import evaluate
 from sweeps import checkpoints, storage
 from sweeps.errors import first_line
@@ -110,16 +114,20 @@ def _check_shape(trained: Trained, splits: Splits, path) -> None:
         )
 
 
-def metrics(trained: Trained, splits: Splits, split: str = "test") -> dict:
-    """The checkpoint's metrics on `split` ("test" or "val"), at the precision it was trained in."""
+def metrics(trained: Trained, splits: Splits, split: str = "test", precision: str = "fp32") -> dict:
+    """The checkpoint's metrics on `split` ("test" or "val") under `precision`: fp32 unless asked, whatever the
+    checkpoint was trained in, so that every machine gets the same figures (bf16 needs hardware many lack)."""
     if split not in SPLITS:
         raise EvaluationError(f"unknown --split {split!r}: choose {' or '.join(SPLITS)}")
     hp = trained.hyperparameters
     normalizer = splits.meta.get("normalizer", {}).get(split)
-    return evaluate(
-        trained.model,
-        getattr(splits, split),
-        hp.get("recon_weight", 0.5),
-        normalizer,
-        precision=hp.get("precision", "fp32"),
-    )
+    try:
+        return evaluate(
+            trained.model, getattr(splits, split), hp.get("recon_weight", 0.5), normalizer, precision=precision
+        )
+    except PrecisionUnavailable as error:
+        raise EvaluationError(f"--precision {precision}: {error}") from None
+
+
+def trained_precision(trained: Trained) -> str:
+    return trained.hyperparameters.get("precision", "fp32")

@@ -9,7 +9,8 @@ import dataclasses
 
 from lstm_ae.cells import CELLS, GATE_BIASES, RECURRENT_INITS
 from lstm_ae.model import ModelConfig
-from lstm_ae.train import PRECISIONS, SCHEDULES, Hyperparameters
+from lstm_ae.precision import PRECISIONS
+from lstm_ae.train import SCHEDULES, Hyperparameters
 
 MODEL = ("hidden_size", "encoder_cell", "gate_bias", "recurrent_init")  # fields of ModelConfig
 TRAINING = ("batch_size", "lr", "grad_clip", "recon_weight", "schedule", "precision")  # fields of Hyperparameters
@@ -43,12 +44,19 @@ def check(point: dict, epochs: int) -> None:
     Hyperparameters(epochs=epochs, **training(values))
 
 
+def default(name: str):
+    """lstm_ae's default of a hyperparameter (dataclasses.MISSING for those without one)."""
+    return _DEFAULTS.get(name, dataclasses.MISSING)
+
+
+_DEFAULTS = {f.name: f.default for cls in (ModelConfig, Hyperparameters) for f in dataclasses.fields(cls)}
+
+
 def describe() -> str:
     """Each name with its choices and lstm_ae's default, for `sweeps list`."""
-    defaults = {f.name: f.default for cls in (ModelConfig, Hyperparameters) for f in dataclasses.fields(cls)}
     words = []
     for name in NAMES:
-        default = defaults.get(name, dataclasses.MISSING)
+        default = _DEFAULTS.get(name, dataclasses.MISSING)
         choices = f" {{{', '.join(CHOICES[name])}}}" if name in CHOICES else ""
         words.append(name + choices + ("" if default is dataclasses.MISSING else f" (default {default})"))
     return ", ".join(words)

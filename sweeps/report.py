@@ -85,8 +85,11 @@ def write_report(
     # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a readable one.
     best, trained = _best_readable(choices, entry)
     if best is None:
+        failed = all_failed(trials)
         sections.append(
-            "No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below."
+            f"{failed[0].upper()}{failed[1:]}: nothing to report beyond the table below."
+            if failed
+            else "No trial has a usable result with a readable checkpoint yet: nothing to report beyond the table below."
         )
         sections.append(_trials_table(trials, sweep, top))
         return _write(target, sections)
@@ -176,7 +179,7 @@ def _best_section(ctx: Context, test: dict) -> str:
             f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
             "",
             f"Its weights of epoch {ctx.epoch} (the best a checkpoint kept, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
-            f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else):",
+            f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else), {_precision_said(ctx.trained)}:",
             "",
             "| test metric | value |",
             "| --- | --- |",
@@ -187,6 +190,13 @@ def _best_section(ctx: Context, test: dict) -> str:
             f"    {evaluate_command(ctx.trained.path, ctx.sweep.data)}",
         ]
     )
+
+
+def _precision_said(trained: evaluate.Trained) -> str:
+    trained_in = evaluate.trained_precision(trained)
+    if trained_in == "fp32":
+        return "in fp32"
+    return f"in fp32, as any machine evaluates it (trained under {trained_in} autocast: `--precision {trained_in}` evaluates it so, where the hardware has it)"
 
 
 def evaluate_command(checkpoint, data: str | None) -> str:
@@ -338,7 +348,10 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
 
 def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
     metric = sweep.entry.metric
-    ordered = trials.sort_values(f"best_{metric}", ascending=sweep.entry.mode == "min", na_position="last")
+    best = f"best_{metric}"  # absent where no trial reported an epoch (every one failed before its first)
+    ordered = (
+        trials.sort_values(best, ascending=sweep.entry.mode == "min", na_position="last") if best in trials else trials
+    )
     names = list(sweep.swept())  # the grid, and the seed of each repeat (--num-samples)
     header = ["trial", *names, f"best {metric}", f"last {metric}", "epochs", "stopped early", "status", "wall time (s)"]
     lines = [
@@ -351,9 +364,9 @@ def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
         status = "diverged" if t.diverged else t.status.lower()
         cells = [
             t.trial_id,
-            *[plain(t[f"config/{n}"]) for n in names],
-            _fmt(t[f"best_{metric}"]),
-            _fmt(t[f"last_{metric}"]),
+            *[plain(t.get(f"config/{n}")) for n in names],
+            _fmt(t.get(best)),
+            _fmt(t.get(f"last_{metric}")),
             t.epochs,
             "yes" if t.stopped_early else "no",
             status,
@@ -364,13 +377,36 @@ def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
 
 
 def _failures(trials: pd.DataFrame) -> list[str]:
-    """Why each errored or diverged trial ended (from trials.parquet's `error`), below the table."""
+    """Why the errored or diverged trials ended (from trials.parquet's `error`), below the table: each reason once,
+    with how many trials it ended and which."""
     failed = trials[trials["error"].notna()] if "error" in trials else trials.iloc[0:0]
     if failed.empty:
         return []
-    return ["", "Trials that failed, left out of the best-trial choice:", ""] + [
-        f"- `{t.trial_id}`: {t.error}" for t in failed.itertuples()
-    ]
+    lines = ["", "Trials that failed, left out of the best-trial choice:", ""]
+    for error, group in failed.groupby("error", sort=False):
+        ids = ", ".join(f"`{i}`" for i in group.trial_id.head(SHOWN_IDS))
+        more = f" and {len(group) - SHOWN_IDS} more" if len(group) > SHOWN_IDS else ""
+        lines.append(f"- {error} ({_count(len(group))}: {ids}{more})")
+    return lines
+
+
+SHOWN_IDS = 5  # trial ids named per reason of failure
+
+
+def _count(n: int) -> str:
+    return f"{n} trial{'' if n == 1 else 's'}"
+
+
+def all_failed(trials: pd.DataFrame) -> str | None:
+    """Where every trial of a sweep errored: what ended them, in one line (each reason once, with its count, most
+    common first); else None."""
+    if trials.empty or "error" not in trials or not (trials.status == "ERROR").all():
+        return None
+    reasons = trials.error.fillna("error (no message)").value_counts()
+    told = (
+        "; ".join(f"{reason} ({_count(n)})" for reason, n in reasons.items()) if len(reasons) > 1 else reasons.index[0]
+    )
+    return f"every trial failed ({len(trials)} of {len(trials)}): {told}"
 
 
 def _fmt(value) -> str:

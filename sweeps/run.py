@@ -343,7 +343,7 @@ def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:
     """Run the Tuner and write the tables; SweepInterrupted where Ctrl-C stopped it first."""
     tune_settings()
     try:
-        with _without_ray_resume_advice():
+        with _ray_logs_in_brief():
             tuner.fit()  # on Ctrl-C, Tune saves the experiment's state and returns
     except BaseException:
         # The tables keep what ran; failing to write them (Ray may have written no state yet) must not hide why.
@@ -361,16 +361,37 @@ class _DropResumeAdvice(logging.Filter):
         return "Resume experiment with: Tuner.restore" not in record.getMessage()
 
 
+class _TrialFailureInOneLine(logging.Filter):
+    """Tune logs each failed trial with the whole remote traceback (ray/tune/execution/tune_controller.py,
+    _trial_task_failure): told here in one line, the exception's own last line; the traceback stays in the trial's
+    error.txt, and the report names every trial's reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Trial task failed"):
+            error = record.exc_info[1]
+            lines = str(error).strip().splitlines()
+            record.msg = (
+                f"{record.getMessage()}: {lines[-1] if lines else type(error).__name__} (traceback in its error.txt)"
+            )
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 @contextlib.contextmanager
-def _without_ray_resume_advice():
+def _ray_logs_in_brief():
     """Tune logs `Tuner.restore(...)` advice when interrupted (ray/tune/tune.py, the end of `run`); here the way
-    back is `sweeps resume PATH`, which SweepInterrupted says instead."""
-    logger, advice = logging.getLogger("ray.tune.tune"), _DropResumeAdvice()
-    logger.addFilter(advice)
+    back is `sweeps resume PATH`, which SweepInterrupted says instead. A failed trial is told in one line."""
+    filters = [
+        (logging.getLogger("ray.tune.tune"), _DropResumeAdvice()),
+        (logging.getLogger("ray.tune.execution.tune_controller"), _TrialFailureInOneLine()),
+    ]
+    for logger, drop in filters:
+        logger.addFilter(drop)
     try:
         yield
     finally:
-        logger.removeFilter(advice)
+        for logger, drop in filters:
+            logger.removeFilter(drop)
 
 
 def tune_settings() -> None:

@@ -57,6 +57,11 @@ class SweepInterrupted(Exception):
         self.sweep_dir = sweep_dir
 
 
+class TrialsFailed(Exception):
+    """Every trial of the sweep errored: the message says why, each reason once with its count (the tables and
+    the report are written)."""
+
+
 @dataclass
 class Sweep:
     """What defines a sweep; recorded in sweep.json so that `resume` rebuilds exactly the same one."""
@@ -116,6 +121,13 @@ class Sweep:
         points = _points(self.swept())
         random.Random(self.seed).shuffle(points)
         return points
+
+    def values(self, name: str) -> list:
+        """The values a hyperparameter takes in this sweep (an Optuna range: the grid's values it searches between),
+        or lstm_ae's default where nothing sets it."""
+        if name in self.grid():
+            return list(self.grid()[name])
+        return [self.fixed().get(name, hyperparameters.default(name))]
 
     def _pinned(self) -> dict:
         return {k: v[0] for k, v in self.overrides.items() if len(v) == 1}

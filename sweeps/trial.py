@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import socket
 import tempfile
 import warnings
 from dataclasses import replace
@@ -23,6 +24,7 @@ from ray import tune
 
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.precision import PrecisionUnavailable
 from lstm_ae.train import Fit, fit
 from sweeps import checkpoints, hyperparameters
 from sweeps.experiments import EXPERIMENTS
@@ -88,7 +90,12 @@ def run_trial(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: s
     start, history = checkpoints.restore(
         tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name()
     )
-    run, model_config = start_fit(config, unship(datasets, config), start)
+    try:
+        run, model_config = start_fit(config, unship(datasets, config), start)
+    except PrecisionUnavailable as error:  # a node of a cluster that lacks what the driver's machine has
+        raise PrecisionUnavailable(
+            f"on node {socket.gethostname()} ({ray.util.get_node_ip_address()}): {error}"
+        ) from None
     node_id = ray.get_runtime_context().get_node_id()
     experiment = EXPERIMENTS[config["experiment"]]
     best = functools.reduce(

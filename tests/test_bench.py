@@ -7,11 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
+from lstm_ae import precision
 from lstm_ae.train import fit
 from sweeps import bench
 from sweeps.__main__ import main
-from sweeps.bench.harness import Row, format_table, row, write
+from sweeps.bench import pixel as pixel_measure
+from sweeps.bench.harness import NOT_RUN, Bench, Row, format_table, row, write
 from sweeps.bench.yardstick import SHAPES, bare_epoch, make_model, random_splits
+from tests.precisions import LOW, NATIVE_BF16
 from tests.sweeping import sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
@@ -79,7 +82,8 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "bench" / "bench.parquet")
     assert table.measure.unique().tolist() == [m.name for m in bench.MEASURES if "cpu" in m.devices]  # registry order
-    assert table.value.map(math.isfinite).all(), table[["measure", "quantity", "detail"]].to_string()
+    measured = table[table.quantity != NOT_RUN]
+    assert measured.value.map(math.isfinite).all(), table[["measure", "quantity", "detail"]].to_string()
     assert set(table.quantity[table.measure == "trainer overhead"]) == set(SHAPES)
     assert (table.holds.notna() == (table.target != "")).all()  # a verdict exactly where there is a target
     efficiency = table[table.measure == "parallel efficiency"]
@@ -96,14 +100,17 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert loggers.detail.str.contains("ms per reported epoch").all()
 
     parity = table[table.measure == "precision parity"]
-    assert [q.split(":")[0] for q in parity.quantity] == ["rows", "pixels"] and (parity.target == "<= 1").all()
-    assert parity.detail.str.contains("val accuracy fp32/bf16 per seed").all()
-
     pixel = table[table.measure == "pixel"].set_index("quantity")
-    bf16 = pixel.loc["bf16 vs fp32 step time, recipe model (layernorm cell)"]
-    assert 0 < bf16.value < 10 and "ms per step" in bf16.detail, pixel.to_string()
-    assert "bf16 vs fp32 step time, plain nn.LSTM encoder" in pixel.index
-    assert "2 threads vs 1 step speed-up, recipe model in bf16" in pixel.index
+    if NATIVE_BF16:
+        assert [q.split(":")[0] for q in parity.quantity] == ["rows", "pixels"] and (parity.target == "<= 1").all()
+        assert parity.detail.str.contains("val accuracy fp32/bf16 per seed").all()
+        bf16 = pixel.loc["bf16 vs fp32 step time, recipe model (layernorm cell)"]
+        assert 0 < bf16.value < 10 and "ms per step" in bf16.detail, pixel.to_string()
+        assert "bf16 vs fp32 step time, plain nn.LSTM encoder" in pixel.index
+    else:  # measured in fp32 only, and the parity row says why it was not run
+        assert parity.quantity.tolist() == [NOT_RUN] and "needs a CPU with native bf16" in parity.detail.iloc[0]
+        assert not pixel.index.str.contains("bf16").any()
+    assert f"2 threads vs 1 step speed-up, recipe model in {LOW}" in pixel.index
     at_128 = pixel.loc["projected epoch of one trial on 50,000 images (s), batch 128 (the experiment's)"]
     assert at_128.target == "<= 300" and "391 steps of batch 128" in at_128.detail
     epoch = pixel.loc["projected epoch of one trial on 50,000 images (s)"]
@@ -113,6 +120,15 @@ def test_quick_bench_from_the_command_line(tmp_path):
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["mode"] == "quick"
     assert machine["device"] == "cpu" and machine["ray_start_s"] > 0
     assert "bench took" in done.stdout and "trainer overhead" in done.stdout and "projected epoch" in done.stdout
+
+
+def test_on_a_cpu_without_bf16_the_parity_measure_says_it_was_not_run(tmp_path, monkeypatch):
+    """Simulated on any CPU; the quick bench above takes this path on a CPU that lacks bf16."""
+    monkeypatch.setattr(precision, "cpu_runs_bf16", lambda: False)
+    measure = next(m for m in bench.MEASURES if m.name == "precision parity")
+    rows = measure.run(Bench(bench.QUICK, tmp_path, 2, measure=measure.name, targets=measure.targets))
+    assert [(r.quantity, r.holds) for r in rows] == [(NOT_RUN, None)] and "native bf16" in rows[0].detail
+    assert pixel_measure.precisions("cpu") == ["fp32"] and pixel_measure.projected_precision("cpu") == "fp32"
 
 
 def test_an_unwritable_out_is_refused_before_measuring(capsys):

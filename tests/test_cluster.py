@@ -19,6 +19,9 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 
+from tests.precisions import WITHOUT_BF16
+from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
+
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +71,33 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     trials = pd.read_parquet(tmp_path / "two-nodes" / "trials.parquet")
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
     assert trials.node_id.nunique() == 2  # trials ran on the head and on the second node
+
+
+def test_trials_on_a_node_without_bf16_fail_in_one_line_and_the_sweep_reports_it(tmp_path, monkeypatch):
+    """A bf16 sweep joins a cluster whose node lacks bf16 (WITHOUT_BF16 in the node's environment; the driver's
+    machine is not asked, as a CPU-only head driving GPU workers must not be): every trial fails naming the node, the
+    tables and the report are written, and the command ends in one line with status 1; `sweeps report` says the same."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", WITHOUT_BF16["ONEDNN_MAX_CPU_ISA"])  # inherited by the node's processes
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        args = ["--address", cluster.address, "--storage", tmp_path, "--name", "no-bf16"]
+        done = sweeps_cli("run", "synthetic", *args, *TWO_SMALL_TRIALS, "--set", "precision=bf16")
+    finally:
+        cluster.shutdown()
+    reason = "lstm_ae.precision.PrecisionUnavailable: on node "
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    assert last.startswith("sweeps: error: every trial failed (2 of 2): " + reason) and "native bf16" in last
+    assert last.endswith(f"see {tmp_path / 'no-bf16' / 'report.md'}") and "(2 trials)" not in last  # one reason, once
+    assert "could not create a primitive descriptor" not in done.stderr + done.stdout  # never oneDNN's words
+    trials = pd.read_parquet(tmp_path / "no-bf16" / "trials.parquet")
+    assert len(trials) == 2 and (trials.status == "ERROR").all() and trials.error.str.startswith(reason).all()
+    assert pd.read_parquet(tmp_path / "no-bf16" / "metrics.parquet").empty  # not one epoch ran
+    report = (tmp_path / "no-bf16" / "report.md").read_text()
+    assert "Every trial failed (2 of 2): " + reason in report and "(2 trials: `" in report
+    again = sweeps_cli("report", tmp_path / "no-bf16")
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("sweeps: error: every trial failed (2 of 2): " + reason)
 
 
 def _free_port() -> int:

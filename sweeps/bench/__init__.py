@@ -45,6 +45,7 @@ from sweeps.bench import (
 from sweeps.bench.harness import (
     FULL,
     MACHINE_FILE,
+    NOT_RUN,
     QUICK,
     RESULTS_FILE,
     Bench,
@@ -121,7 +122,7 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu", only:
     print(format_table(rows))
     where = f"{machine['cpu']}, {machine['cores']} cores" + (f", {machine['gpu']}" if device == "cuda" else "")
     print(f"\n{out / RESULTS_FILE}, {out / MACHINE_FILE} ({where}); bench took {machine['bench_s']:.0f} s")
-    return 0 if all(math.isfinite(r.value) for r in rows) else 1
+    return 0 if all(math.isfinite(r.value) or r.quantity == NOT_RUN for r in rows) else 1
 
 
 def _run_all(measures: list[Measure], bench: Bench) -> tuple[list[Row], float | None]:

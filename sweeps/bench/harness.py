@@ -22,6 +22,7 @@ MACHINE_FILE = "machine.json"
 RAY_LOG = "ray.log"
 
 Target = tuple[str, float]  # ("<=", 1.05): the value must be at most 1.05
+NOT_RUN = "not run on this device"  # the quantity of a measure's one row where the device lacks what it measures
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,10 @@ class Bench:
     def row(self, quantity: str, value: float, target: str | None = None, detail: str = "") -> Row:
         """A row of this measure; `target` names one of its targets in the registry (None: reported only)."""
         return row(self.measure, quantity, value, self.targets[target] if target else None, detail)
+
+    def not_run(self, reason: str) -> Row:
+        """The one row of a measure this device cannot take (bf16 parity on a CPU without bf16): why, no value."""
+        return Row(self.measure, NOT_RUN, math.nan, detail=reason)
 
 
 def interleaved(jobs: dict[str, Callable[[], float]], rounds: int, warmup: int = 0) -> dict[str, list[float]]:

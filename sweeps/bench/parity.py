@@ -15,6 +15,7 @@ from statistics import mean, stdev
 
 from lstm_ae.data import head, mnist
 from lstm_ae.model import LSTMAutoencoder, ModelConfig
+from lstm_ae.precision import unavailable
 from lstm_ae.train import fit
 from sweeps.bench.harness import Bench, Row
 from sweeps.bench.memory import mnist_root
@@ -34,8 +35,10 @@ def run(bench: Bench) -> list[Row]:
     from sweeps.bench.pixel import precisions
 
     low = [p for p in precisions(bench.device) if p != "fp32"]
+    if not low:
+        return [bench.not_run(unavailable("bf16", bench.device))]
     root, real = mnist_root(bench.out)
-    return [_shape(bench, view, root, real, low[0]) for view in SHAPES] if low else []
+    return [_shape(bench, view, root, real, low[0]) for view in SHAPES]
 
 
 def _shape(bench: Bench, view: str, root, real: bool, low: str) -> Row:

@@ -15,7 +15,8 @@ from statistics import median
 import torch
 
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import autocast, check_precision, losses
+from lstm_ae.precision import autocast, runnable
+from lstm_ae.train import losses
 from sweeps.bench.harness import Bench, Row, interleaved
 from sweeps.experiments import PIXEL_RECIPE
 
@@ -74,17 +75,9 @@ class Stepper:
 
 
 def precisions(device: str) -> list[str]:
-    """fp32 and bf16, and fp16 on a GPU; those the device cannot run (bf16 on older GPUs) left out."""
-    wanted = ("fp32", "bf16", "fp16") if device == "cuda" else ("fp32", "bf16")
-    return [p for p in wanted if _runs(p, device)]
-
-
-def _runs(precision: str, device: str) -> bool:
-    try:
-        check_precision(precision, torch.device(device))
-    except ValueError:
-        return False
-    return True
+    """fp32 and bf16, and fp16 on a GPU; those the device cannot run (bf16 on CPUs without native bf16 and on older
+    GPUs) left out."""
+    return runnable(device, ("fp32", "bf16", "fp16") if device == "cuda" else ("fp32", "bf16"))
 
 
 def projected_precision(device: str) -> str:
@@ -105,21 +98,22 @@ def run(bench: Bench) -> list[Row]:
     ]
     rows.append(_ratio(bench, times, f"recipe {low}", f"plain {low}", f"recipe cell vs nn.LSTM step time, {low}"))
     if device == "cpu":
-        rows.append(_threads(bench))
+        rows.append(_threads(bench, low))
     rows.append(_epoch(bench, times, low))
     rows.append(_epoch(bench, times, low, EXPERIMENT_BATCH))
     return rows
 
 
-def _threads(bench: Bench) -> Row:
-    """One trial in bf16 on 1 torch thread over 2. On a busy machine a step on 2 threads can take 50x longer (each of
+def _threads(bench: Bench, precision: str) -> Row:
+    """One trial at `precision` on 1 torch thread over 2. On a busy machine a step on 2 threads can take 50x longer (each of
     the thousands of small ops waits for both threads): the quick run times the first pixels of the sequence only."""
     length, repeats = bench.budget.pixel_thread_length, bench.budget.pixel_thread_repeats
     jobs = {
-        f"recipe bf16 {n} thread{'s' * (n > 1)}": Stepper(CELLS["recipe"], "bf16", "cpu", n, length) for n in (1, 2)
+        f"recipe {precision} {n} thread{'s' * (n > 1)}": Stepper(CELLS["recipe"], precision, "cpu", n, length)
+        for n in (1, 2)
     }
     times = interleaved(jobs, repeats, warmup=1)
-    quantity = "2 threads vs 1 step speed-up, recipe model in bf16"
+    quantity = f"2 threads vs 1 step speed-up, recipe model in {precision}"
     return _ratio(bench, times, *jobs, quantity, length)
 
 
