@@ -384,6 +384,9 @@ def _failures(trials: pd.DataFrame) -> list[str]:
         return []
     lines = ["", "Trials that failed, left out of the best-trial choice:", ""]
     for error, group in failed.groupby("error", sort=False):
+        if len(group) == 1:
+            lines.append(f"- `{group.trial_id.iloc[0]}`: {error}")
+            continue
         ids = ", ".join(f"`{i}`" for i in group.trial_id.head(SHOWN_IDS))
         more = f" and {len(group) - SHOWN_IDS} more" if len(group) > SHOWN_IDS else ""
         lines.append(f"- {error} ({_count(len(group))}: {ids}{more})")
