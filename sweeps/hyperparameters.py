@@ -44,19 +44,19 @@ def check(point: dict, epochs: int) -> None:
     Hyperparameters(epochs=epochs, **training(values))
 
 
+_DEFAULTS = {f.name: f.default for cls in (ModelConfig, Hyperparameters) for f in dataclasses.fields(cls)}
+
+
 def default(name: str):
     """lstm_ae's default of a hyperparameter (dataclasses.MISSING for those without one)."""
     return _DEFAULTS.get(name, dataclasses.MISSING)
-
-
-_DEFAULTS = {f.name: f.default for cls in (ModelConfig, Hyperparameters) for f in dataclasses.fields(cls)}
 
 
 def describe() -> str:
     """Each name with its choices and lstm_ae's default, for `sweeps list`."""
     words = []
     for name in NAMES:
-        default = _DEFAULTS.get(name, dataclasses.MISSING)
+        value = default(name)
         choices = f" {{{', '.join(CHOICES[name])}}}" if name in CHOICES else ""
-        words.append(name + choices + ("" if default is dataclasses.MISSING else f" (default {default})"))
+        words.append(name + choices + ("" if value is dataclasses.MISSING else f" (default {value})"))
     return ", ".join(words)

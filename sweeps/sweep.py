@@ -125,8 +125,9 @@ class Sweep:
     def values(self, name: str) -> list:
         """The values a hyperparameter takes in this sweep (an Optuna range: the grid's values it searches between),
         or lstm_ae's default where nothing sets it."""
-        if name in self.grid():
-            return list(self.grid()[name])
+        grid = self.grid()
+        if name in grid:
+            return list(grid[name])
         return [self.fixed().get(name, hyperparameters.default(name))]
 
     def _pinned(self) -> dict:
@@ -209,7 +210,7 @@ class Sweep:
     def _check_hyperparameters(self) -> None:
         """Every grid point through lstm_ae's own checks (model shape and training hyperparameters)."""
         values = {**{k: [v] for k, v in self.fixed().items()}, **self.grid()}
-        if "fp16" in values.get("precision", []) and not self.gpus_per_trial:
+        if "fp16" in self.values("precision") and not self.gpus_per_trial:
             raise SweepError(
                 "precision fp16 runs on CUDA GPUs only: give --gpus-per-trial, or use bf16 or fp32 on CPUs"
             )
