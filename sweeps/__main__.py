@@ -8,6 +8,7 @@ import math
 import sys
 
 from lstm_ae.precision import PRECISIONS
+from sweeps.sweep import SCHEDULERS
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
@@ -91,6 +92,7 @@ def run_sweep(args) -> None:
         search=args.search,
         num_samples=args.num_samples,
         early_stop=not args.no_early_stop,
+        scheduler=args.scheduler,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
@@ -276,6 +278,13 @@ def parser() -> argparse.ArgumentParser:
         "--num-samples", type=int, help="optuna: trials (default: the grid's size); grid: repeats with other seeds"
     )
     runner.add_argument("--no-early-stop", action="store_true", help="run every trial to its budget (no ASHA)")
+    runner.add_argument(
+        "--scheduler",
+        default=SCHEDULERS[0],
+        choices=SCHEDULERS,
+        help="early stopping: promotion (a trial waits at each rung until it ranks in the top quarter there) or asha "
+        "(Ray's ASHA, which passes the first trial to reach a rung)",
+    )
     runner.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial gets (torch threads follow)")
     runner.add_argument(
         "--gpus-per-trial", type=float, default=0.0, help="GPUs each trial gets: 1/k packs k trials on a GPU"

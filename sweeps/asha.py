@@ -1,4 +1,6 @@
-"""ASHA that survives a resume: Ray's ASHAScheduler, given back on a resume what each trial reported before it.
+"""ASHA that survives a resume, and ASHA without the first arrivals' free pass.
+
+`asha`: Ray's ASHAScheduler, given back on a resume what each trial reported before it.
 
 Ray saves no scheduler state with a sweep (TuneController.__getstate__ leaves `_scheduler_alg` out, Ray 2.60): a
 resumed sweep's ASHA starts with empty rungs. A resumed trial is then judged at a rung it passed long ago against
@@ -20,9 +22,15 @@ REDUCTION_FACTOR = 4  # Ray's default, named: `sweeps status` reckons with the s
 
 
 def for_sweep(sweep) -> ResumableASHA:
-    return ResumableASHA(
+    kind = SCHEDULERS[sweep.scheduler]
+    return kind(
         time_attr="epoch", max_t=sweep.budget, grace_period=grace_period(sweep), reduction_factor=REDUCTION_FACTOR
     )
+
+
+def pauses(sweep) -> bool:
+    """Whether the sweep's scheduler pauses trials at its rungs (they then checkpoint there, to resume from)."""
+    return sweep.early_stop and SCHEDULERS[sweep.scheduler].pauses
 
 
 def grace_period(sweep) -> int:
@@ -37,6 +45,8 @@ def rungs(sweep) -> list[int]:
 
 
 class ResumableASHA(ASHAScheduler):
+    pauses = False
+
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
         if self._time_attr not in (trial.last_result or {}):
@@ -64,3 +74,117 @@ def past_results(trial) -> list[dict]:
         except ValueError:
             continue  # a line cut short by a killed driver
     return results
+
+
+class PromotionASHA(ResumableASHA):
+    """ASHA by promotion (Li et al. 2020, syne-tune's `type="promotion"`): a trial that reaches a rung pauses there
+    (from the checkpoint it writes at every rung) until it ranks in the top 1/REDUCTION_FACTOR of the results the rung
+    holds. Ray's ASHA judges a trial on arrival, so the first to reach a rung passes it unopposed (ray-project/ray#4401):
+    here no trial goes on before the rung holds REDUCTION_FACTOR results. When nothing else can run (every live trial
+    waits), the lowest rung decides with what it has: it promotes at least its best, and stops the rest once no more
+    trials will come."""
+
+    pauses = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._waiting: dict[str, int] = {}  # trial id -> the rung it waits at
+        self._promoted: dict[int, set] = {rung: set() for rung, _ in self._brackets[0]._rungs}
+
+    def _recorded(self, rung: int) -> dict:
+        return dict(self._brackets[0]._rungs)[rung]
+
+    def _rank_value(self, result: dict) -> float:
+        value = self._metric_op * result[self._metric]  # larger is better; a NaN (diverged) ranks last
+        return value if math.isfinite(value) else -math.inf
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        ASHAScheduler.on_trial_add(self, tune_controller, trial)
+        past = past_results(trial) if self._time_attr in (trial.last_result or {}) else []
+        for result in past:  # a resumed trial: its rungs' results, and where it went on from
+            if result.get(self._time_attr) in self._promoted and self._metric in result:
+                self._recorded(result[self._time_attr])[trial.trial_id] = self._rank_value(result)
+        epochs = [r[self._time_attr] for r in past if self._time_attr in r]
+        for rung, promoted in self._promoted.items():
+            if any(epoch > rung for epoch in epochs):
+                promoted.add(trial.trial_id)
+        last = epochs[-1] if epochs else None
+        if last in self._promoted and trial.trial_id not in self._promoted[last] and not trial.is_finished():
+            self._waiting[trial.trial_id] = last  # it waited there when the driver stopped: it waits again
+            trial.set_status(trial.PAUSED)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        epoch = result.get(self._time_attr)
+        if epoch is None or self._metric not in result:
+            return self.CONTINUE
+        if epoch >= self._max_t:
+            return self.STOP
+        if epoch not in self._promoted or trial.trial_id in self._promoted[epoch]:
+            return self.CONTINUE
+        self._recorded(epoch)[trial.trial_id] = self._rank_value(result)
+        if trial.trial_id in self._best(epoch, len(self._recorded(epoch)) // self._reduction_factor):
+            self._promoted[epoch].add(trial.trial_id)
+            return self.CONTINUE
+        self._waiting[trial.trial_id] = epoch
+        return self.PAUSE
+
+    def _best(self, rung: int, count: int) -> list[str]:
+        recorded = self._recorded(rung)
+        return sorted(recorded, key=recorded.get, reverse=True)[:count]
+
+    def choose_trial_to_run(self, tune_controller):
+        trials = tune_controller.get_trials()
+        paused = {t.trial_id: t for t in trials if t.status == t.PAUSED and t.trial_id in self._waiting}
+        for rung in sorted(self._promoted, reverse=True):  # the furthest first: the sweep's best go on soonest
+            count = len(self._recorded(rung)) // self._reduction_factor
+            for trial_id in self._best(rung, count):
+                if self._waiting.get(trial_id) == rung and trial_id in paused:
+                    return self._promote(paused[trial_id], rung)
+        if chosen := next((t for t in trials if t.status == t.PENDING), None):
+            return chosen
+        if paused and not any(t.status in (t.PENDING, t.RUNNING) for t in tune_controller.get_live_trials()):
+            return self._decide_with_what_is_there(tune_controller, paused)
+        return None
+
+    def _decide_with_what_is_there(self, tune_controller, paused: dict):
+        rung = min(self._waiting[trial_id] for trial_id in paused)
+        recorded = self._recorded(rung)
+        best = self._best(rung, max(1, len(recorded) // self._reduction_factor))
+        promoted = [paused[t] for t in best if t in paused and self._waiting[t] == rung]
+        if tune_controller.search_alg.is_finished():  # no more results will come to this rung
+            for trial_id, trial in paused.items():
+                if self._waiting[trial_id] == rung and trial_id not in best:
+                    self._forget(trial_id)
+                    self._num_stopped += 1
+                    tune_controller.stop_trial(trial)
+                    # Ray records the new status of a trial only when it stops one with a worker
+                    # (TuneController._schedule_trial_stop returns before _mark_trial_to_checkpoint, Ray 2.60): without
+                    # this, the sweep's state would keep the trial PAUSED, and a resume would run it again.
+                    tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
+        elif not promoted:  # more trials will come once these go on (a concurrency limit holds them back)
+            promoted = [paused[max((t for t in paused if self._waiting[t] == rung), key=recorded.get)]]
+        return self._promote(promoted[0], rung) if promoted else None
+
+    def _promote(self, trial, rung: int):
+        self._promoted[rung].add(trial.trial_id)
+        self._waiting.pop(trial.trial_id, None)
+        return trial
+
+    def _forget(self, trial_id: str) -> None:
+        self._waiting.pop(trial_id, None)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:
+        self._forget(trial.trial_id)
+        self._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._forget(trial.trial_id)
+        self._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._forget(trial.trial_id)
+        self._trial_info.pop(trial.trial_id, None)
+
+
+# --scheduler NAME: how early stopping decides (with --no-early-stop, none does).
+SCHEDULERS = {"promotion": PromotionASHA, "asha": ResumableASHA}

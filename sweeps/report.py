@@ -135,6 +135,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
         "finished": "ran the whole budget",
         "stopped early": "stopped early by ASHA",
         "running": "not finished (running, or stopped with the sweep)",
+        "waiting": "waiting at a rung (paused) when the sweep stopped",
         "pending": "not started",
     }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)

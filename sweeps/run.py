@@ -85,8 +85,9 @@ def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previo
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
     data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
+    pause_at = tuple(asha.rungs(sweep)) if asha.pauses(sweep) else ()
     parameters = tune.with_parameters(
-        run_trial, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint
+        run_trial, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint, pause_at=pause_at
     )
     # Ray takes the name from the function (Experiment.get_trainable_name, ray/tune/experiment/experiment.py) and
     # resumes a sweep only under the name it was made with (TunerInternal._validate_trainable).

@@ -22,14 +22,16 @@ from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
 def counts(trials: pd.DataFrame) -> dict:
     """Trials by state: the one counting that `status`, the run's summary and the report share."""
     if trials.empty:
-        return dict.fromkeys(("finished", "stopped early", "diverged", "errored", "running", "pending"), 0)
+        return dict.fromkeys(("finished", "stopped early", "diverged", "errored", "running", "waiting", "pending"), 0)
     status, running = trials.status, _running(trials)
+    waiting = running & (status == "PAUSED")  # at a rung, until the scheduler promotes or stops it
     return {
         "finished": int(((status == "TERMINATED") & ~trials.stopped_early & ~trials.diverged).sum()),
         "stopped early": int(trials.stopped_early.sum()),
         "diverged": int(trials.diverged.sum()),
         "errored": int((status == "ERROR").sum()),
-        "running": int(running.sum()),
+        "running": int((running & ~waiting).sum()),
+        "waiting": int(waiting.sum()),
         "pending": int((status.isin(collect.UNFINISHED) & ~running).sum()),
     }
 
@@ -57,7 +59,8 @@ class Status:
 
     @property
     def done(self) -> bool:
-        return self.counts["running"] == 0 and self.counts["pending"] == 0 and self.created >= self.total
+        unfinished = self.counts["running"] + self.counts.get("waiting", 0) + self.counts["pending"]
+        return unfinished == 0 and self.created >= self.total
 
     @property
     def created(self) -> int:

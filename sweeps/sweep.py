@@ -30,6 +30,9 @@ LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "w
 MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
 FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
 SEARCHES = ("grid", "optuna")
+# --scheduler: how early stopping decides (sweeps.asha builds each). promotion: a trial waits at each rung until it
+# ranks in the top quarter of those there; asha: Ray's ASHA, which judges each trial as it arrives (the first pass).
+SCHEDULERS = ("promotion", "asha")
 SWEEP_FILE = "sweep.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -71,6 +74,7 @@ class Sweep:
     search: str = "grid"
     num_samples: int | None = None  # grid: repeats with seeds seed, seed+1, ...; optuna: trials (default: grid size)
     early_stop: bool = True
+    scheduler: str = SCHEDULERS[0]
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
@@ -146,6 +150,8 @@ class Sweep:
             raise SweepError(f"unknown preset {self.preset!r}: choose one of {', '.join(self.entry.presets)}")
         if self.search not in SEARCHES:
             raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
+        if self.scheduler not in SCHEDULERS:
+            raise SweepError(f"unknown --scheduler {self.scheduler!r}: choose {' or '.join(SCHEDULERS)}")
         allowed = hyperparameters.NAMES + self.entry.data_params
         for name in self.overrides:
             if name not in allowed:
@@ -239,7 +245,8 @@ def load_sweep(sweep_dir: str) -> Sweep:
     if not storage.exists(record):
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE}): pass the folder `sweeps run` printed")
     try:
-        sweep = Sweep(**storage.read_json(record)["sweep"])
+        # A sweep recorded before --scheduler existed ran Ray's ASHA: it resumes with it.
+        sweep = Sweep(**{"scheduler": "asha", **storage.read_json(record)["sweep"]})
     except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
         raise SweepError(
             f"{record} is damaged ({type(error).__name__}: {first_line(error)}): "
@@ -291,6 +298,8 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
             words += [option, str(value)]
     if not sweep.early_stop:
         words.append("--no-early-stop")
+    elif sweep.scheduler != defaults.scheduler:
+        words += ["--scheduler", sweep.scheduler]
     for name in sweep.loggers:
         words += ["--logger", name]
     for name, values in sweep.overrides.items():

@@ -80,10 +80,13 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
     return run, model_config
 
 
-def run_trial(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous") -> None:
+def run_trial(
+    config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous", pause_at: tuple = ()
+) -> None:
     """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data;
     `data`: how the driver built it (experiment, preset, seed, path), which every checkpoint records with the trial's
-    own data hyperparameters."""
+    own data hyperparameters; `pause_at`: the epochs at which the scheduler may pause the trial, which it resumes from
+    the checkpoint of that epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
@@ -108,7 +111,8 @@ def run_trial(config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: s
         best = experiment.better(best, metrics[experiment.metric])
         kept = keep_if_better(kept, metrics, run.model, experiment)
         report = {**metrics, experiment.running_best: best, "node_id": node_id, "diverged": diverged}
-        if diverged or metrics["epoch"] == config["epochs"] or metrics["epoch"] % config["checkpoint_every"] == 0:
+        epoch = metrics["epoch"]
+        if diverged or epoch == config["epochs"] or epoch % config["checkpoint_every"] == 0 or epoch in pause_at:
             # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
             with tempfile.TemporaryDirectory() as folder:
                 state = {**run.state(), checkpoints.BEST: kept}

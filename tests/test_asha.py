@@ -10,13 +10,14 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pyarrow.fs
 import pytest
 from ray.tune import ExperimentAnalysis
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from sweeps.asha import ResumableASHA, past_results
+from sweeps.asha import PromotionASHA, ResumableASHA, past_results
 from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
@@ -85,3 +86,151 @@ def test_a_trial_whose_results_file_is_gone_is_judged_on_its_new_results(trials,
         assert scheduler.on_trial_result(None, worse, {"epoch": 3, "val_mse": 1.0}) == TrialScheduler.STOP
     finally:
         shutil.move(tmp_path / EXPR_RESULT_FILE, results)
+
+
+class Controller:
+    """What a scheduler sees of Tune's controller, for trials that are plain records: their states, whether the
+    search has more to give, and the stops the scheduler asks for."""
+
+    def __init__(self, trials, search_finished=True):
+        self.trials, self.stopped, self._tune_controller = trials, [], self
+        self.search_alg = SimpleNamespace(is_finished=lambda: search_finished)
+
+    def get_trials(self):
+        return self.trials
+
+    def get_live_trials(self):
+        return [t for t in self.trials if not t.is_finished()]
+
+    def stop_trial(self, trial):
+        trial.status = "TERMINATED"
+        self.stopped.append(trial.trial_id)
+
+    def _mark_trial_to_checkpoint(self, trial):
+        pass
+
+
+class Trial(SimpleNamespace):
+    PAUSED, PENDING, RUNNING, TERMINATED = "PAUSED", "PENDING", "RUNNING", "TERMINATED"
+
+    def __init__(self, trial_id, status="RUNNING", last_result=None):
+        super().__init__(trial_id=trial_id, status=status, last_result=last_result or {})
+
+    def is_finished(self):
+        return self.status == "TERMINATED"
+
+    def set_status(self, status):
+        self.status = status
+
+
+def promotion(trials, max_t=16):
+    """Rungs at epochs 1 and 4 (grace 1, reduction factor 4), the budget at 16."""
+    scheduler = PromotionASHA(time_attr="epoch", max_t=max_t, grace_period=1, reduction_factor=4)
+    scheduler.set_search_properties("best_val_mse", "min")
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    return scheduler
+
+
+def at(epoch, value):
+    return {"epoch": epoch, "best_val_mse": value}
+
+
+def test_the_first_trial_at_a_rung_waits_where_rays_asha_lets_it_pass():
+    first = Trial("a")
+    assert promotion([first]).on_trial_result(None, first, at(1, 0.9)) == TrialScheduler.PAUSE
+    plain = ASHAScheduler(time_attr="epoch", max_t=16, grace_period=1, reduction_factor=4)
+    plain.set_search_properties("best_val_mse", "min")
+    plain.on_trial_add(None, first)
+    assert plain.on_trial_result(None, first, at(1, 0.9)) == TrialScheduler.CONTINUE  # the first-arrival pass
+
+
+def test_once_the_rung_holds_four_results_its_best_goes_on_and_the_rest_wait():
+    trials = [Trial(name) for name in "abcd"]
+    scheduler = promotion(trials)
+    controller = Controller(trials, search_finished=False)
+    for trial, value in zip(trials[:3], (0.5, 0.2, 0.7)):
+        assert scheduler.on_trial_result(controller, trial, at(1, value)) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is None  # 3 results: nobody is in the top quarter of 4 yet
+    assert scheduler.on_trial_result(controller, trials[3], at(1, 0.6)) == TrialScheduler.PAUSE
+    trials[3].status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is trials[1]  # the best of the four, resumed from its rung
+    assert scheduler.on_trial_result(controller, trials[1], at(2, 0.1)) == TrialScheduler.CONTINUE
+    trials[1].status = "RUNNING"
+    assert scheduler.choose_trial_to_run(controller) is None and controller.stopped == []  # it may be beaten
+
+
+def test_a_trial_that_arrives_in_the_top_quarter_goes_on_without_waiting():
+    trials = [Trial(name) for name in "abcd"]
+    scheduler = promotion(trials)
+    for trial, value in zip(trials[:3], (0.5, 0.4, 0.7)):
+        scheduler.on_trial_result(None, trial, at(1, value))
+    assert scheduler.on_trial_result(None, trials[3], at(1, 0.1)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trials[3], at(16, 0.05)) == TrialScheduler.STOP  # its budget
+
+
+def test_when_nothing_else_can_run_the_lowest_rung_promotes_its_best_and_stops_the_rest():
+    trials = [Trial(name) for name in "abc"]
+    scheduler = promotion(trials)
+    controller = Controller(trials, search_finished=True)
+    for trial, value in zip(trials, (0.5, 0.2, 0.7)):
+        scheduler.on_trial_result(controller, trial, at(1, value))
+        trial.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is trials[1]  # fewer than four will ever come: the best goes on
+    assert controller.stopped == ["a", "c"]
+    assert scheduler.on_trial_result(controller, trials[1], at(2, 0.1)) == TrialScheduler.CONTINUE
+
+
+def test_while_the_search_has_more_a_waiting_rung_stops_nobody():
+    """A concurrency limit holds new trials back while these wait: the best goes on, the others keep their chance."""
+    trials = [Trial(name) for name in "ab"]
+    scheduler = promotion(trials)
+    controller = Controller(trials, search_finished=False)
+    for trial, value in zip(trials, (0.5, 0.2)):
+        scheduler.on_trial_result(controller, trial, at(1, value))
+        trial.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is trials[1] and controller.stopped == []
+
+
+def test_a_nan_ranks_last():
+    trials = [Trial(name) for name in "abcd"]
+    scheduler = promotion(trials)
+    for trial, value in zip(trials, (float("nan"), 0.5, 0.6, 0.7)):
+        scheduler.on_trial_result(None, trial, at(1, value))
+    assert scheduler._best(1, 1) == ["b"]
+
+
+def test_after_a_resume_a_trial_that_waited_at_a_rung_waits_again(trials):
+    """Real trials of 2 epochs: at a resume with rungs at 1 and 2, both stand at the rung of epoch 2."""
+    restored = [Trial(t.trial_id, status="PENDING", last_result=t.last_result) for t in trials]
+    for trial, real in zip(restored, trials):
+        trial.storage = real.storage
+    scheduler = PromotionASHA(time_attr="epoch", max_t=8, grace_period=2, reduction_factor=4)
+    scheduler.set_search_properties("val_mse", "min")
+    for trial in restored:
+        scheduler.on_trial_add(None, trial)
+    assert [t.status for t in restored] == ["PAUSED", "PAUSED"]  # Tune would have started them again
+    assert sorted(scheduler._recorded(2)) == sorted(t.trial_id for t in trials)
+    controller = Controller(restored, search_finished=True)
+    better, worse = sorted(restored, key=lambda t: past_results(t)[1]["val_mse"])
+    assert scheduler.choose_trial_to_run(controller) is better  # on what they reported before the resume
+    assert controller.stopped == [worse.trial_id]
+
+
+def test_a_sweep_by_promotion_runs_one_trial_on_from_a_rung_of_four(tmp_path):
+    """A real sweep: 4 trials, a rung at epoch 1, a budget of 4. Each waits there (paused, from its checkpoint of
+    that epoch) until the rung holds 4 results; the best goes on, the 3 others are stopped."""
+    grid = ["--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]
+    grid += ["--set", "hidden_size=10,25"]
+    args = ["--epochs", "4", "--grace-period", "1", "--checkpoint-every", "4", "--scheduler", "promotion"]
+    done = sweeps_cli("run", "synthetic", *args, *grid, "--storage", tmp_path, "--name", "p", "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "p" / "trials.parquet")
+    assert (trials.status == "TERMINATED").all() and sorted(trials.epochs) == [1, 1, 1, 4]
+    assert trials.stopped_early.sum() == 3
+    at_rung = pd.read_parquet(tmp_path / "p" / "metrics.parquet").query("epoch == 1")
+    best = at_rung.loc[at_rung.val_mse.idxmin(), "trial_id"]
+    assert trials.set_index("trial_id").epochs[best] == 4  # the best at the rung, whoever came first
+    assert json.loads((tmp_path / "p" / "sweep.json").read_text())["sweep"]["scheduler"] == "promotion"
+    assert "0 waiting" in done.stdout

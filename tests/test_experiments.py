@@ -256,7 +256,7 @@ def _create_once(path, barrier):
 def test_the_claim_is_exclusive_between_processes(tmp_path):
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # the children only create a file: fork is safe, and quick
     with context.Manager() as manager:
         barrier = manager.Barrier(6)
         with context.Pool(6) as pool:
@@ -275,16 +275,6 @@ def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
     ).read_bytes() == b"someone else's table"
 
 
-def _cli(*args, env=None, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "sweeps", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
 @pytest.mark.parametrize(
     "args, env, message",
     [
@@ -298,14 +288,34 @@ def _cli(*args, env=None, timeout=60):
     ],
     ids=["stale-RAY_ADDRESS", "port", "scheme", "inf-cpus", "too-many-cpus", "seed", "fp16-on-cpu"],
 )
-def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(tmp_path, args, env, message):
-    storage_args = [] if "--storage" in args else ["--storage", tmp_path / "results"]
+def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(
+    tmp_path, monkeypatch, capsys, args, env, message
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    storage_args = [] if "--storage" in args else ["--storage", str(tmp_path / "results")]
     started = time.monotonic()
-    done = _cli("run", "synthetic", *storage_args, *args, env=env)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert message in done.stderr and done.stderr.startswith("sweeps: error:") and done.stderr.count("\n") == 1
+    assert main(["run", "synthetic", *storage_args, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("sweeps: error:") and err.count("\n") == 1, err
     assert time.monotonic() - started < 30  # Ray's own retries on a dead address take minutes
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_a_stale_environment_stops_the_real_command_in_one_line(tmp_path):
+    """The same checks as a user meets them: the installed command, its own process and environment."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", "synthetic", "--storage", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr[-2000:]
+    assert done.stderr.startswith(
+        "sweeps: error: no Ray cluster answers at 127.0.0.1:1 (RAY_ADDRESS in the environment"
+    )
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize(

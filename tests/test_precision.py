@@ -16,6 +16,7 @@ from lstm_ae.data import synthetic
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import fit
 from sweeps import checkpoints, cluster
+from sweeps.__main__ import main
 from sweeps.sweep import Sweep, SweepError
 from tests.precisions import NATIVE_BF16, WITHOUT_BF16
 from tests.sweeping import sweeps_cli
@@ -70,15 +71,24 @@ def test_a_machine_with_bf16_lets_a_bf16_sweep_start(monkeypatch):
     cluster.check(None, Sweep("synthetic"))  # fp32, the experiments' default, runs everywhere
 
 
-@pytest.mark.parametrize("asked", [["--set", "precision=bf16"], ["--precision", "bf16"]])
-def test_a_local_bf16_sweep_on_a_cpu_without_it_stops_before_ray_in_one_line(tmp_path, asked):
+def test_a_local_bf16_sweep_on_a_cpu_without_it_stops_before_ray_in_one_line(tmp_path):
+    """In a process whose oneDNN stops at AVX2, as on such a CPU: the real detection, the real command line."""
     done = sweeps_cli(
-        "run", "synthetic", *asked, "--storage", tmp_path / "results", "--name", "x", env={**os.environ, **WITHOUT_BF16}
-    )
+        "run", "synthetic", "--set", "precision=bf16", "--storage", tmp_path / "results", "--name", "x",
+        env={**os.environ, **WITHOUT_BF16},
+    )  # fmt: skip
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("sweeps: error: precision bf16 needs a CPU")
     assert precision.cpu_name() in done.stderr and "use fp32" in done.stderr
     assert not (tmp_path / "results").exists()  # nothing written, Ray never started
+
+
+def test_precision_asked_with_its_own_option_is_refused_the_same_way(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(precision, "cpu_runs_bf16", lambda: False)
+    assert main(["run", "synthetic", "--precision", "bf16", "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sweeps: error: precision bf16 needs a CPU")
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")
@@ -98,22 +108,29 @@ def bf16_checkpoint(tmp_path_factory):
     return folder / "model.pt"
 
 
-def test_a_bf16_checkpoint_evaluates_in_fp32_on_a_cpu_without_bf16_and_says_so(bf16_checkpoint):
-    env = {**os.environ, **WITHOUT_BF16}
-    text = sweeps_cli("evaluate", bf16_checkpoint, env=env)
+def test_a_bf16_checkpoint_evaluates_in_fp32_on_a_cpu_without_bf16_and_says_so(bf16_checkpoint, monkeypatch, capsys):
+    text = sweeps_cli("evaluate", bf16_checkpoint, env={**os.environ, **WITHOUT_BF16})  # such a CPU, for real
     assert text.returncode == 0, text.stderr
     assert "under fp32 (trained in bf16)" in text.stdout
-    as_json = json.loads(sweeps_cli("evaluate", bf16_checkpoint, "--json", env=env).stdout)
-    here = json.loads(sweeps_cli("evaluate", bf16_checkpoint, "--json").stdout)
-    assert as_json["precision"] == "fp32" and as_json == here  # the same figures on either kind of CPU
-    refused = sweeps_cli("evaluate", bf16_checkpoint, "--precision", "bf16", env=env)
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
-    assert refused.stderr.startswith("sweeps: error: --precision bf16: precision bf16 needs a CPU with native bf16")
+
+    def evaluate(*args) -> tuple[int, str, str]:
+        status = main(["evaluate", str(bf16_checkpoint), *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    here = json.loads(evaluate("--json")[1])
+    monkeypatch.setattr(precision, "cpu_runs_bf16", lambda: False)
+    without = json.loads(evaluate("--json")[1])
+    assert without["precision"] == "fp32" and without == here  # the same figures on either kind of CPU
+    status, _, err = evaluate("--precision", "bf16")
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("sweeps: error: --precision bf16: precision bf16 needs a CPU with native bf16")
 
 
-def test_a_bf16_checkpoint_evaluates_under_bf16_where_asked_and_the_cpu_has_it(bf16_checkpoint):
-    done = sweeps_cli("evaluate", bf16_checkpoint, "--precision", "bf16", "--json")
+def test_a_bf16_checkpoint_evaluates_under_bf16_where_asked_and_the_cpu_has_it(bf16_checkpoint, capsys):
+    status = main(["evaluate", str(bf16_checkpoint), "--precision", "bf16", "--json"])
+    out, err = capsys.readouterr()
     if NATIVE_BF16:
-        assert done.returncode == 0 and json.loads(done.stdout)["precision"] == "bf16", done.stderr
+        assert status == 0 and json.loads(out)["precision"] == "bf16", err
     else:
-        assert done.returncode == 2 and "needs a CPU with native bf16" in done.stderr
+        assert status == 2 and "needs a CPU with native bf16" in err

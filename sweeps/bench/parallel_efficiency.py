@@ -30,7 +30,7 @@ from sweeps.bench.harness import (
 def run(bench: Bench) -> list[Row]:
     """The quick grid as `sweeps run` runs it (the target); Ray Tune alone on trials of the same length that only
     sleep; then the grid on the study's data, with longer trials (reported)."""
-    quick = synthetic_sweep("quick", early_stop=False)
+    quick = synthetic_sweep("quick", epochs=bench.budget.grid_epochs, early_stop=False)
     rows, epoch_s = _efficiency(bench, quick, "quick grid")
     rows.append(_tune_alone(bench, len(quick.configs()), quick.budget, epoch_s))
     if bench.budget.paper_epochs:
