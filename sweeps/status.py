@@ -51,7 +51,7 @@ class Status:
     metric: str
     total: int  # trials the sweep will run, created by Ray or not yet
     counts: dict
-    running: list = field(default_factory=list)  # {trial_id, config, epoch, budget, value}
+    running: list = field(default_factory=list)  # {trial_id, config, epoch, budget, value, waiting}
     best: dict | None = None  # {trial_id, config, value}
     elapsed_s: float | None = None
     left_s: float | None = None  # at most: every trial to its budget
@@ -85,6 +85,7 @@ def read(sweep_dir: str) -> Status:
                 "epoch": int(trial.epochs),
                 "budget": int(trial["config/epochs"]),
                 "value": _finite(trial.get(f"last_{entry.metric}")),
+                "waiting": trial.status == "PAUSED",  # at a rung, for the scheduler to promote or stop
             }
         )
     ranked = collect.ranked(trials, entry.metric, entry.mode)
@@ -142,7 +143,8 @@ def text(state: Status) -> str:
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         lines.append(
-            f"  running {r['trial_id']}{_values(r['config'])}: epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
+            f"  {'waiting' if r.get('waiting') else 'running'} {r['trial_id']}{_values(r['config'])}: "
+            f"epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
         )
     if state.best:
         lines.append(

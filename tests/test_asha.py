@@ -18,7 +18,15 @@ from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from sweeps.asha import PromotionASHA, ResumableASHA, past_results
-from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
+from tests.sweeping import (
+    TWO_SMALL_TRIALS,
+    epochs_reported,
+    kill_driver,
+    start_driver,
+    sweeps_cli,
+    trial_dirs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
@@ -218,19 +226,45 @@ def test_after_a_resume_a_trial_that_waited_at_a_rung_waits_again(trials):
     assert controller.stopped == [worse.trial_id]
 
 
-def test_a_sweep_by_promotion_runs_one_trial_on_from_a_rung_of_four(tmp_path):
-    """A real sweep: 4 trials, a rung at epoch 1, a budget of 4. Each waits there (paused, from its checkpoint of
-    that epoch) until the rung holds 4 results; the best goes on, the 3 others are stopped."""
-    grid = ["--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]
-    grid += ["--set", "hidden_size=10,25"]
-    args = ["--epochs", "4", "--grace-period", "1", "--checkpoint-every", "4", "--scheduler", "promotion"]
-    done = sweeps_cli("run", "synthetic", *args, *grid, "--storage", tmp_path, "--name", "p", "--no-report")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "p" / "trials.parquet")
+PROMOTION_SWEEP = ["--epochs", "4", "--grace-period", "1", "--checkpoint-every", "4", "--scheduler", "promotion",
+                   "--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
+                   "--set", "hidden_size=10,25", "--no-report"]  # fmt: skip
+
+
+def check_one_promoted_from_the_rung(sweep_dir) -> pd.DataFrame:
+    """4 trials, a rung at epoch 1, a budget of 4: the best at the rung, whoever came first, ran on; the 3 others
+    were stopped there."""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert (trials.status == "TERMINATED").all() and sorted(trials.epochs) == [1, 1, 1, 4]
     assert trials.stopped_early.sum() == 3
-    at_rung = pd.read_parquet(tmp_path / "p" / "metrics.parquet").query("epoch == 1")
+    at_rung = pd.read_parquet(sweep_dir / "metrics.parquet").query("epoch == 1")
     best = at_rung.loc[at_rung.val_mse.idxmin(), "trial_id"]
-    assert trials.set_index("trial_id").epochs[best] == 4  # the best at the rung, whoever came first
+    assert trials.set_index("trial_id").epochs[best] == 4
+    return trials
+
+
+def test_a_sweep_by_promotion_runs_one_trial_on_from_a_rung_of_four(tmp_path):
+    """Each trial waits at the rung (paused, from its checkpoint of that epoch) until the rung holds 4 results."""
+    done = sweeps_cli("run", "synthetic", *PROMOTION_SWEEP, "--storage", tmp_path, "--name", "p")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    check_one_promoted_from_the_rung(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "sweep.json").read_text())["sweep"]["scheduler"] == "promotion"
     assert "0 waiting" in done.stdout
+
+
+def test_trials_waiting_at_a_rung_survive_a_killed_driver(tmp_path):
+    sweep_dir = tmp_path / "k"
+    driver = start_driver("run", "synthetic", *PROMOTION_SWEEP, "--storage", tmp_path, "--name", "k")
+
+    def three_at_the_rung():  # at least two of them waiting there
+        return sum(1 in epochs_reported(d) for d in trial_dirs(sweep_dir)) >= 3
+
+    wait_for(three_at_the_rung, 240, "three trials at the rung", driver)
+    kill_driver(driver)
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = check_one_promoted_from_the_rung(sweep_dir)
+    for folder in trial_dirs(sweep_dir):  # the rung's epoch trained once: the waiting resumed from its checkpoint
+        assert epochs_reported(folder).count(1) == 1, folder.name
+    assert json.loads((sweep_dir / "sweep.json").read_text())["sweep"]["scheduler"] == "promotion"
+    assert len(trials) == 4

@@ -27,7 +27,8 @@ def run(bench: Bench) -> list[Row]:
             "epochs trained, ASHA vs all",
             epochs / all_epochs,
             "epochs",
-            f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {grace}); "
+            f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {grace}, "
+            f"scheduler {Sweep('synthetic').scheduler}); "
             f"{int(result.trials.stopped_early.sum())} stopped early",
         ),
         bench.row(
