@@ -102,7 +102,7 @@ def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
 
 
 def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
-    sweep_dir, epochs = tmp_path / "killed", 24
+    sweep_dir, epochs = tmp_path / "killed", 12  # checkpoints at 10 and 12 (the quick preset checkpoints every 10)
     args = [
         "run",
         "synthetic",
