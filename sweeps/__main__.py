@@ -55,6 +55,7 @@ def list_experiments(args) -> None:
     print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
     print(f"precision: {_precisions_here()}")
+    print(f"early stopping (--scheduler): {', '.join(SCHEDULERS)}; the first is the default (docs/performance.md)")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
         print(

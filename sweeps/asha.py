@@ -122,6 +122,8 @@ class PromotionASHA(ResumableASHA):
         if epoch not in self._promoted or trial.trial_id in self._promoted[epoch]:
             return self.CONTINUE
         self._recorded(epoch)[trial.trial_id] = self._rank_value(result)
+        if result.get("diverged"):
+            return self.CONTINUE  # the trial ends itself on this result: nothing to pause
         if trial.trial_id in self._best(epoch, len(self._recorded(epoch)) // self._reduction_factor):
             self._promoted[epoch].add(trial.trial_id)
             return self.CONTINUE

@@ -6,6 +6,7 @@ resume adds them; Ray's own ASHAScheduler alongside shows what went wrong withou
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -268,3 +269,11 @@ def test_trials_waiting_at_a_rung_survive_a_killed_driver(tmp_path):
         assert epochs_reported(folder).count(1) == 1, folder.name
     assert json.loads((sweep_dir / "sweep.json").read_text())["sweep"]["scheduler"] == "promotion"
     assert len(trials) == 4
+
+
+def test_a_trial_that_diverges_at_a_rung_is_not_paused():
+    trial = Trial("a")
+    scheduler = promotion([trial])
+    diverged = {**at(1, float("nan")), "diverged": True}
+    assert scheduler.on_trial_result(None, trial, diverged) == TrialScheduler.CONTINUE  # it ends itself
+    assert scheduler._recorded(1) == {"a": -math.inf}  # and ranks last at the rung

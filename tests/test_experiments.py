@@ -15,7 +15,7 @@ from sweeps import storage
 from sweeps.__main__ import main
 from sweeps.experiments import EXPERIMENTS
 from sweeps.run import build_datasets, claim, param_space, prepare
-from sweeps.sweep import Sweep, SweepError
+from sweeps.sweep import Sweep, SweepError, command_line, load_sweep
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -339,3 +339,18 @@ def test_checkpoint_every_overrides_the_presets_and_is_in_the_command():
     assert Sweep("synthetic").checkpoint_interval == EXPERIMENTS["synthetic"].presets["quick"].checkpoint_every
     pinned = Sweep("synthetic", checkpoint_every=7)
     assert pinned.checkpoint_interval == 7 and "--checkpoint-every 7" in command_line(pinned)
+
+
+def test_the_scheduler_is_recorded_and_a_sweep_recorded_before_it_existed_keeps_rays_asha(tmp_path, capsys):
+    assert Sweep("synthetic").scheduler == "promotion"
+    assert "--scheduler asha" in command_line(Sweep("synthetic", scheduler="asha"))
+    assert "--scheduler" not in command_line(Sweep("synthetic"))
+    with pytest.raises(SweepError, match="unknown --scheduler 'fifo': choose promotion or asha"):
+        Sweep("synthetic", scheduler="fifo").validate()
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps({"sweep": {"experiment": "synthetic"}}))
+    assert load_sweep(str(folder)).scheduler == "asha"
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal of a choice it does not know
+        main(["run", "synthetic", "--scheduler", "fifo"])
+    assert refused.value.code == 2 and "invalid choice: 'fifo'" in capsys.readouterr().err
