@@ -88,28 +88,32 @@ class PromotionASHA(ResumableASHA):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._rungs: dict[int, dict] = dict(self._brackets[0]._rungs)  # rung -> {trial id: value}, Ray's own dicts
+        self._promoted: dict[int, set] = {rung: set() for rung in self._rungs}
         self._waiting: dict[str, int] = {}  # trial id -> the rung it waits at
-        self._promoted: dict[int, set] = {rung: set() for rung, _ in self._brackets[0]._rungs}
-
-    def _recorded(self, rung: int) -> dict:
-        return dict(self._brackets[0]._rungs)[rung]
 
     def _rank_value(self, result: dict) -> float:
         value = self._metric_op * result[self._metric]  # larger is better; a NaN (diverged) ranks last
         return value if math.isfinite(value) else -math.inf
 
+    def _top(self, rung: int, at_least: int = 0) -> list[str]:
+        """The trials in the top 1/REDUCTION_FACTOR of the rung's results (at least `at_least` of them), best first."""
+        recorded = self._rungs[rung]
+        count = max(at_least, len(recorded) // self._reduction_factor)
+        return sorted(recorded, key=recorded.get, reverse=True)[:count]
+
     def on_trial_add(self, tune_controller, trial) -> None:
         ASHAScheduler.on_trial_add(self, tune_controller, trial)
         past = past_results(trial) if self._time_attr in (trial.last_result or {}) else []
         for result in past:  # a resumed trial: its rungs' results, and where it went on from
-            if result.get(self._time_attr) in self._promoted and self._metric in result:
-                self._recorded(result[self._time_attr])[trial.trial_id] = self._rank_value(result)
+            if result.get(self._time_attr) in self._rungs and self._metric in result:
+                self._rungs[result[self._time_attr]][trial.trial_id] = self._rank_value(result)
         epochs = [r[self._time_attr] for r in past if self._time_attr in r]
         for rung, promoted in self._promoted.items():
             if any(epoch > rung for epoch in epochs):
                 promoted.add(trial.trial_id)
         last = epochs[-1] if epochs else None
-        if last in self._promoted and trial.trial_id not in self._promoted[last] and not trial.is_finished():
+        if last in self._rungs and trial.trial_id not in self._promoted[last] and not trial.is_finished():
             self._waiting[trial.trial_id] = last  # it waited there when the driver stopped: it waits again
             trial.set_status(trial.PAUSED)
 
@@ -119,27 +123,22 @@ class PromotionASHA(ResumableASHA):
             return self.CONTINUE
         if epoch >= self._max_t:
             return self.STOP
-        if epoch not in self._promoted or trial.trial_id in self._promoted[epoch]:
+        if epoch not in self._rungs or trial.trial_id in self._promoted[epoch]:
             return self.CONTINUE
-        self._recorded(epoch)[trial.trial_id] = self._rank_value(result)
+        self._rungs[epoch][trial.trial_id] = self._rank_value(result)
         if result.get("diverged"):
             return self.CONTINUE  # the trial ends itself on this result: nothing to pause
-        if trial.trial_id in self._best(epoch, len(self._recorded(epoch)) // self._reduction_factor):
+        if trial.trial_id in self._top(epoch):
             self._promoted[epoch].add(trial.trial_id)
             return self.CONTINUE
         self._waiting[trial.trial_id] = epoch
         return self.PAUSE
 
-    def _best(self, rung: int, count: int) -> list[str]:
-        recorded = self._recorded(rung)
-        return sorted(recorded, key=recorded.get, reverse=True)[:count]
-
     def choose_trial_to_run(self, tune_controller):
         trials = tune_controller.get_trials()
         paused = {t.trial_id: t for t in trials if t.status == t.PAUSED and t.trial_id in self._waiting}
-        for rung in sorted(self._promoted, reverse=True):  # the furthest first: the sweep's best go on soonest
-            count = len(self._recorded(rung)) // self._reduction_factor
-            for trial_id in self._best(rung, count):
+        for rung in sorted(self._rungs, reverse=True):  # the furthest first: the sweep's best go on soonest
+            for trial_id in self._top(rung):
                 if self._waiting.get(trial_id) == rung and trial_id in paused:
                     return self._promote(paused[trial_id], rung)
         if chosen := next((t for t in trials if t.status == t.PENDING), None):
@@ -150,43 +149,42 @@ class PromotionASHA(ResumableASHA):
 
     def _decide_with_what_is_there(self, tune_controller, paused: dict):
         rung = min(self._waiting[trial_id] for trial_id in paused)
-        recorded = self._recorded(rung)
-        best = self._best(rung, max(1, len(recorded) // self._reduction_factor))
-        promoted = [paused[t] for t in best if t in paused and self._waiting[t] == rung]
+        here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
+        best = self._top(rung, at_least=1)
+        promoted = [trial_id for trial_id in best if trial_id in here]
         if tune_controller.search_alg.is_finished():  # no more results will come to this rung
-            for trial_id, trial in paused.items():
-                if self._waiting[trial_id] == rung and trial_id not in best:
-                    self._forget(trial_id)
+            for trial_id in here:
+                if trial_id not in best:
+                    self._leave(trial_id)
                     self._num_stopped += 1
-                    tune_controller.stop_trial(trial)
+                    tune_controller.stop_trial(paused[trial_id])
                     # Ray records the new status of a trial only when it stops one with a worker
                     # (TuneController._schedule_trial_stop returns before _mark_trial_to_checkpoint, Ray 2.60): without
                     # this, the sweep's state would keep the trial PAUSED, and a resume would run it again.
-                    tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
+                    tune_controller._tune_controller._mark_trial_to_checkpoint(paused[trial_id])
         elif not promoted:  # more trials will come once these go on (a concurrency limit holds them back)
-            promoted = [paused[max((t for t in paused if self._waiting[t] == rung), key=recorded.get)]]
-        return self._promote(promoted[0], rung) if promoted else None
+            promoted = [max(here, key=self._rungs[rung].get)]
+        return self._promote(paused[promoted[0]], rung) if promoted else None
 
     def _promote(self, trial, rung: int):
         self._promoted[rung].add(trial.trial_id)
         self._waiting.pop(trial.trial_id, None)
         return trial
 
-    def _forget(self, trial_id: str) -> None:
+    def _leave(self, trial_id: str) -> None:
+        """The trial is done with this scheduler (finished, stopped, removed or errored)."""
         self._waiting.pop(trial_id, None)
+        self._trial_info.pop(trial_id, None)
 
     def on_trial_complete(self, tune_controller, trial, result) -> None:
-        self._forget(trial.trial_id)
-        self._trial_info.pop(trial.trial_id, None)
+        self._leave(trial.trial_id)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._forget(trial.trial_id)
-        self._trial_info.pop(trial.trial_id, None)
+        self._leave(trial.trial_id)
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        self._forget(trial.trial_id)
-        self._trial_info.pop(trial.trial_id, None)
+        self._leave(trial.trial_id)
 
 
-# --scheduler NAME: how early stopping decides (with --no-early-stop, none does).
+# --scheduler NAME (sweeps.sweep.SCHEDULERS, which the command line reads without importing Ray) -> its class.
 SCHEDULERS = {"promotion": PromotionASHA, "asha": ResumableASHA}

@@ -59,7 +59,7 @@ class Status:
 
     @property
     def done(self) -> bool:
-        unfinished = self.counts["running"] + self.counts.get("waiting", 0) + self.counts["pending"]
+        unfinished = self.counts["running"] + self.counts["waiting"] + self.counts["pending"]
         return unfinished == 0 and self.created >= self.total
 
     @property
@@ -143,7 +143,7 @@ def text(state: Status) -> str:
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         lines.append(
-            f"  {'waiting' if r.get('waiting') else 'running'} {r['trial_id']}{_values(r['config'])}: "
+            f"  {'waiting' if r['waiting'] else 'running'} {r['trial_id']}{_values(r['config'])}: "
             f"epoch {r['epoch']}/{r['budget']}, {state.metric} {value}"
         )
     if state.best:

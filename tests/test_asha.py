@@ -18,7 +18,8 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from sweeps.asha import PromotionASHA, ResumableASHA, past_results
+from sweeps import sweep
+from sweeps.asha import SCHEDULERS, PromotionASHA, ResumableASHA, past_results
 from tests.sweeping import (
     TWO_SMALL_TRIALS,
     epochs_reported,
@@ -145,6 +146,10 @@ def at(epoch, value):
     return {"epoch": epoch, "best_val_mse": value}
 
 
+def test_the_command_lines_scheduler_names_are_the_schedulers():
+    assert tuple(SCHEDULERS) == sweep.SCHEDULERS  # the command line lists them without importing Ray
+
+
 def test_the_first_trial_at_a_rung_waits_where_rays_asha_lets_it_pass():
     first = Trial("a")
     assert promotion([first]).on_trial_result(None, first, at(1, 0.9)) == TrialScheduler.PAUSE
@@ -207,7 +212,7 @@ def test_a_nan_ranks_last():
     scheduler = promotion(trials)
     for trial, value in zip(trials, (float("nan"), 0.5, 0.6, 0.7)):
         scheduler.on_trial_result(None, trial, at(1, value))
-    assert scheduler._best(1, 1) == ["b"]
+    assert scheduler._top(1) == ["b"]
 
 
 def test_after_a_resume_a_trial_that_waited_at_a_rung_waits_again(trials):
@@ -220,7 +225,7 @@ def test_after_a_resume_a_trial_that_waited_at_a_rung_waits_again(trials):
     for trial in restored:
         scheduler.on_trial_add(None, trial)
     assert [t.status for t in restored] == ["PAUSED", "PAUSED"]  # Tune would have started them again
-    assert sorted(scheduler._recorded(2)) == sorted(t.trial_id for t in trials)
+    assert sorted(scheduler._rungs[2]) == sorted(t.trial_id for t in trials)
     controller = Controller(restored, search_finished=True)
     better, worse = sorted(restored, key=lambda t: past_results(t)[1]["val_mse"])
     assert scheduler.choose_trial_to_run(controller) is better  # on what they reported before the resume
@@ -276,4 +281,4 @@ def test_a_trial_that_diverges_at_a_rung_is_not_paused():
     scheduler = promotion([trial])
     diverged = {**at(1, float("nan")), "diverged": True}
     assert scheduler.on_trial_result(None, trial, diverged) == TrialScheduler.CONTINUE  # it ends itself
-    assert scheduler._recorded(1) == {"a": -math.inf}  # and ranks last at the rung
+    assert scheduler._rungs[1] == {"a": -math.inf}  # and ranks last at the rung

@@ -12,9 +12,9 @@ from sweeps.sweep import Sweep
 
 def state_of(sweep: Sweep, running_epochs: list[int], pending: int, created: int) -> status.Status:
     counts = {"finished": created - len(running_epochs) - pending, "stopped early": 0, "diverged": 0, "errored": 0}
-    counts |= {"running": len(running_epochs), "pending": pending}
+    counts |= {"running": len(running_epochs), "waiting": 0, "pending": pending}
     running = [
-        {"trial_id": f"t{i}", "config": {}, "epoch": e, "budget": sweep.budget, "value": None}
+        {"trial_id": f"t{i}", "config": {}, "epoch": e, "budget": sweep.budget, "value": None, "waiting": False}
         for i, e in enumerate(running_epochs)
     ]
     return status.Status("s", sweep.experiment, sweep.preset, "grid", "val_mse", 24, counts, running)
