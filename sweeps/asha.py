@@ -80,9 +80,10 @@ class PromotionASHA(ResumableASHA):
     """ASHA by promotion (Li et al. 2020, syne-tune's `type="promotion"`): a trial that reaches a rung pauses there
     (from the checkpoint it writes at every rung) until it ranks in the top 1/REDUCTION_FACTOR of the results the rung
     holds. Ray's ASHA judges a trial on arrival, so the first to reach a rung passes it unopposed (ray-project/ray#4401):
-    here no trial goes on before the rung holds REDUCTION_FACTOR results. When nothing else can run (every live trial
-    waits), the lowest rung decides with what it has: it promotes at least its best, and stops the rest once no more
-    trials will come."""
+    here no trial goes on before the rung holds REDUCTION_FACTOR results. Once the search has no more trials to start,
+    a rung's leader goes on without waiting for the rung to fill (the sweep's best would otherwise wait at its last
+    rung while a core idles); when nothing else can run (every live trial waits), the lowest rung decides with what it
+    has: it promotes at least its best, and stops the rest once no more trials will come."""
 
     pauses = True
 
@@ -136,35 +137,60 @@ class PromotionASHA(ResumableASHA):
 
     def choose_trial_to_run(self, tune_controller):
         trials = tune_controller.get_trials()
-        paused = {t.trial_id: t for t in trials if t.status == t.PAUSED and t.trial_id in self._waiting}
         for rung in sorted(self._rungs, reverse=True):  # the furthest first: the sweep's best go on soonest
             for trial_id in self._top(rung):
-                if self._waiting.get(trial_id) == rung and trial_id in paused:
-                    return self._promote(paused[trial_id], rung)
+                if (trial := self._paused(trials).get(trial_id)) and self._waiting[trial_id] == rung:
+                    return self._promote(trial, rung)
         if chosen := next((t for t in trials if t.status == t.PENDING), None):
             return chosen
-        if paused and not any(t.status in (t.PENDING, t.RUNNING) for t in tune_controller.get_live_trials()):
-            return self._decide_with_what_is_there(tune_controller, paused)
+        if not self._paused(trials):
+            return None
+        if tune_controller.search_alg.is_finished():  # no trial will start: what waits is all there is to run
+            self._stop_where_no_result_can_come(tune_controller, trials)
+            return self._a_waiting_leader(self._paused(trials))
+        if not any(t.status == t.RUNNING for t in trials):  # a concurrency limit holds new trials back meanwhile
+            paused = self._paused(trials)
+            rung = min(self._waiting[trial_id] for trial_id in paused)
+            here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
+            return self._promote(paused[max(here, key=self._rungs[rung].get)], rung)
         return None
 
-    def _decide_with_what_is_there(self, tune_controller, paused: dict):
-        rung = min(self._waiting[trial_id] for trial_id in paused)
-        here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
-        best = self._top(rung, at_least=1)
-        promoted = [trial_id for trial_id in best if trial_id in here]
-        if tune_controller.search_alg.is_finished():  # no more results will come to this rung
+    def _paused(self, trials) -> dict:
+        return {t.trial_id: t for t in trials if t.status == t.PAUSED and t.trial_id in self._waiting}
+
+    def _stop_where_no_result_can_come(self, tune_controller, trials) -> None:
+        """Stops the trials that wait at a rung no other trial can still reach, but for the rung's best, the lowest rung
+        first; a rung above one whose best waits, or above a running trial, may still get results."""
+        running = [t.last_result.get(self._time_attr, 0) for t in trials if t.status in (t.PENDING, t.RUNNING)]
+        for rung in sorted(self._rungs):
+            if any(epoch < rung for epoch in running):
+                return
+            best, paused = self._top(rung, at_least=1), self._paused(trials)
+            here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
             for trial_id in here:
                 if trial_id not in best:
-                    self._leave(trial_id)
-                    self._num_stopped += 1
-                    tune_controller.stop_trial(paused[trial_id])
-                    # Ray records the new status of a trial only when it stops one with a worker
-                    # (TuneController._schedule_trial_stop returns before _mark_trial_to_checkpoint, Ray 2.60): without
-                    # this, the sweep's state would keep the trial PAUSED, and a resume would run it again.
-                    tune_controller._tune_controller._mark_trial_to_checkpoint(paused[trial_id])
-        elif not promoted:  # more trials will come once these go on (a concurrency limit holds them back)
-            promoted = [max(here, key=self._rungs[rung].get)]
-        return self._promote(paused[promoted[0]], rung) if promoted else None
+                    self._stop(tune_controller, paused[trial_id])
+            if any(trial_id in best for trial_id in here):
+                return
+
+    def _stop(self, tune_controller, trial) -> None:
+        self._leave(trial.trial_id)
+        self._num_stopped += 1
+        tune_controller.stop_trial(trial)
+        # Ray records the new status of a trial only when it stops one with a worker
+        # (TuneController._schedule_trial_stop returns before _mark_trial_to_checkpoint, Ray 2.60): without
+        # this, the sweep's state would keep the trial PAUSED, and a resume would run it again.
+        tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
+
+    def _a_waiting_leader(self, paused: dict):
+        """The best of a rung's results, if its trial waits there, the furthest rung first: it goes on without waiting
+        for the rung to fill (a core would idle meanwhile; the sweep's best would wait at its last rung for the whole
+        grid), as it would in the end unless a trial still running below overtook it there."""
+        for rung in sorted(self._rungs, reverse=True):
+            leader = next(iter(self._top(rung, at_least=1)), None)
+            if leader in paused and self._waiting[leader] == rung:
+                return self._promote(paused[leader], rung)
+        return None
 
     def _promote(self, trial, rung: int):
         self._promoted[rung].add(trial.trial_id)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 # Two small synthetic trials of 2 epochs (lr 1e-3 and 1e-2 on 1,000 signals): a whole sweep in seconds.
-TWO_SMALL_TRIALS = ["--epochs", "2", "--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=64",
-                    "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]  # fmt: skip
+TWO_SMALL_TRIALS = ["--epochs", "2", "--no-early-stop", "--set", "n=1000", "--set", "hidden_size=10",
+                    "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]  # fmt: skip
 
 
 def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:

@@ -196,6 +196,41 @@ def test_when_nothing_else_can_run_the_lowest_rung_promotes_its_best_and_stops_t
     assert scheduler.on_trial_result(controller, trials[1], at(2, 0.1)) == TrialScheduler.CONTINUE
 
 
+def test_once_no_trial_is_left_to_start_a_rungs_leader_goes_on_without_waiting_for_the_rung_to_fill():
+    """The sweep's best would otherwise wait at its last rung, where it is alone, while a core idles."""
+    leader, runner, loser = Trial("a"), Trial("b"), Trial("c")
+    trials = [leader, runner, loser, *(Trial(name, status="TERMINATED") for name in "defgh")]
+    scheduler = promotion(trials)
+    controller = Controller(trials, search_finished=False)
+    for trial, value in zip(trials, (0.1, 0.2, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):  # rung 1 holds 8: a and b go on
+        scheduler.on_trial_result(controller, trial, at(1, value))
+    loser.status = "PAUSED"
+    assert scheduler.on_trial_result(controller, leader, at(4, 0.05)) == TrialScheduler.PAUSE  # alone at rung 4
+    leader.status = "PAUSED"
+    runner.last_result = at(2, 0.15)  # below rung 4: it may still overtake a there
+    pending = Trial("i", status="PENDING")
+    controller.trials.append(pending)
+    assert scheduler.choose_trial_to_run(controller) is pending  # a trial to start: the leader waits
+    controller.trials.remove(pending)
+    controller.search_alg.is_finished = lambda: True
+    assert scheduler.choose_trial_to_run(controller) is leader  # nothing to start: it goes on
+    assert controller.stopped == ["c"]  # no trial can reach rung 1 any more: c will not be promoted
+    assert scheduler.on_trial_result(controller, leader, at(5, 0.04)) == TrialScheduler.CONTINUE
+
+
+def test_once_nothing_can_reach_the_rungs_only_their_best_go_on():
+    trials = [Trial(name) for name in "abcdefgh"]
+    scheduler = promotion(trials)
+    controller = Controller(trials, search_finished=True)
+    for trial, value in zip(trials, (0.1, 0.2, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):  # a and b go on from rung 1
+        scheduler.on_trial_result(controller, trial, at(1, value))
+        trial.status = "PAUSED" if trial.trial_id != "h" else "TERMINATED"  # h: diverged, say
+    for trial, value in ((trials[1], 0.3), (trials[0], 0.05)):  # b waits at rung 4 alone, then a beats it there
+        assert scheduler.on_trial_result(controller, trial, at(4, value)) == TrialScheduler.PAUSE
+    assert scheduler.choose_trial_to_run(controller) is trials[0]
+    assert controller.stopped == [*"cdefg", "b"]  # rung 1's waiting, then rung 4's b, in one go
+
+
 def test_while_the_search_has_more_a_waiting_rung_stops_nobody():
     """A concurrency limit holds new trials back while these wait: the best goes on, the others keep their chance."""
     trials = [Trial(name) for name in "ab"]

@@ -64,7 +64,7 @@ def test_bare_loop_computes_the_losses_of_fits_first_epoch(name):
     expected = next(
         fit(with_fit, splits, epochs=1, batch_size=shape.batch_size, lr=1e-2, grad_clip=0.5, seed=3, device="cpu")
     )
-    optimizer = torch.optim.Adam(bare.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(bare.parameters(), lr=1e-2, fused=True)
     got = bare_epoch(
         bare, optimizer, splits.train, splits.val, shape.batch_size, 0.5, 0.5, torch.Generator().manual_seed(3)
     )

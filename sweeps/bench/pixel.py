@@ -46,7 +46,7 @@ class Stepper:
         recipe = {"gate_bias": PIXEL_RECIPE["gate_bias"], "recurrent_init": PIXEL_RECIPE["recurrent_init"]}
         model = LSTMAutoencoder(1, HIDDEN, num_classes=10, encoder_cell=cell, steps=STEPS, **recipe)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
         # As the trainer does: only fp16 needs its gradients scaled (bf16 has fp32's range).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.x = torch.rand(batch, length, 1, device=self.device)  # the model's init stays that of 784 steps
@@ -69,7 +69,7 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
