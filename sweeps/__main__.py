@@ -8,7 +8,7 @@ import math
 import sys
 
 from lstm_ae.precision import PRECISIONS
-from sweeps.sweep import SCHEDULERS
+from sweeps.sweep import DEFAULT_SCHEDULER, ORDERS, SCHEDULERS
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
@@ -55,7 +55,9 @@ def list_experiments(args) -> None:
     print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
     print(f"precision: {_precisions_here()}")
-    print(f"early stopping (--scheduler): {', '.join(SCHEDULERS)}; the first is the default (docs/performance.md)")
+    print(f"early stopping (--scheduler, default {DEFAULT_SCHEDULER}; docs/performance.md):")
+    for name, words in SCHEDULERS.items():
+        print(f"  {name}: {words}")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
         print(
@@ -94,6 +96,7 @@ def run_sweep(args) -> None:
         num_samples=args.num_samples,
         early_stop=not args.no_early_stop,
         scheduler=args.scheduler,
+        order=args.order,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
@@ -281,10 +284,15 @@ def parser() -> argparse.ArgumentParser:
     runner.add_argument("--no-early-stop", action="store_true", help="run every trial to its budget (no ASHA)")
     runner.add_argument(
         "--scheduler",
-        default=SCHEDULERS[0],
+        default=DEFAULT_SCHEDULER,
         choices=SCHEDULERS,
-        help="early stopping: promotion (a trial waits at each rung until it ranks in the top quarter there) or asha "
-        "(Ray's ASHA, which passes the first trial to reach a rung)",
+        help="early stopping: " + "; ".join(f"{name}: {words}" for name, words in SCHEDULERS.items()),
+    )
+    runner.add_argument(
+        "--order",
+        default=ORDERS[0],
+        choices=ORDERS,
+        help="the order a grid's trials start in: shuffled by --seed, or the grid's own",
     )
     runner.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial gets (torch threads follow)")
     runner.add_argument(
@@ -405,7 +413,7 @@ def parser() -> argparse.ArgumentParser:
     bencher = commands.add_parser(
         "bench",
         formatter_class=_WithDefaults,
-        help="overheads of the trainer, Ray Tune and ASHA, threads, memory, pixel speed: ratios measured side by side",
+        help="overheads of the trainer and Ray Tune, early stopping, threads, memory, pixel speed: ratios measured side by side",
     )
     bencher.set_defaults(command=bench)
     bencher.add_argument(
@@ -423,7 +431,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="run only this measure (repeatable): trainer-overhead, trial-overhead, parallel-efficiency, threads, "
-        "asha, memory, loggers, pixel, precision-parity, gpu-packing (default: all for the device)",
+        "early-stopping, memory, loggers, pixel, precision-parity, gpu-packing (default: all for the device)",
     )
     return top
 

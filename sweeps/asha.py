@@ -80,9 +80,9 @@ class PromotionASHA(ResumableASHA):
     """ASHA by promotion (Li et al. 2020, syne-tune's `type="promotion"`): a trial that reaches a rung pauses there
     (from the checkpoint it writes at every rung) until it ranks in the top 1/REDUCTION_FACTOR of the results the rung
     holds. Ray's ASHA judges a trial on arrival, so the first to reach a rung passes it unopposed (ray-project/ray#4401):
-    here no trial goes on before the rung holds REDUCTION_FACTOR results. Once the search has no more trials to start,
-    a rung's leader goes on without waiting for the rung to fill (the sweep's best would otherwise wait at its last
-    rung while a core idles); when nothing else can run (every live trial waits), the lowest rung decides with what it
+    here no trial goes on before the rung holds REDUCTION_FACTOR results. Once the search has no more trials to start
+    and a trial slot would stay empty, a rung's leader goes on without waiting for the rung to fill (the sweep's best
+    would otherwise wait at its last rung while a core idles); when nothing else can run (every live trial waits), the lowest rung decides with what it
     has: it promotes at least its best, and stops the rest once no more trials will come."""
 
     pauses = True
@@ -92,6 +92,7 @@ class PromotionASHA(ResumableASHA):
         self._rungs: dict[int, dict] = dict(self._brackets[0]._rungs)  # rung -> {trial id: value}, Ray's own dicts
         self._promoted: dict[int, set] = {rung: set() for rung in self._rungs}
         self._waiting: dict[str, int] = {}  # trial id -> the rung it waits at
+        self._most_running = 0
 
     def _rank_value(self, result: dict) -> float:
         value = self._metric_op * result[self._metric]  # larger is better; a NaN (diverged) ranks last
@@ -143,12 +144,16 @@ class PromotionASHA(ResumableASHA):
                     return self._promote(trial, rung)
         if chosen := next((t for t in trials if t.status == t.PENDING), None):
             return chosen
+        running = sum(t.status == t.RUNNING for t in trials)
+        self._most_running = max(self._most_running, running)  # what the sweep's resources hold, as far as seen
         if not self._paused(trials):
             return None
         if tune_controller.search_alg.is_finished():  # no trial will start: what waits is all there is to run
             self._stop_where_no_result_can_come(tune_controller, trials)
-            return self._a_waiting_leader(self._paused(trials))
-        if not any(t.status == t.RUNNING for t in trials):  # a concurrency limit holds new trials back meanwhile
+            if running < self._most_running or not running:  # a trial slot would stay empty
+                return self._a_waiting_leader(self._paused(trials))
+            return None
+        if not running:  # a concurrency limit holds new trials back meanwhile
             paused = self._paused(trials)
             rung = min(self._waiting[trial_id] for trial_id in paused)
             here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
@@ -183,9 +188,9 @@ class PromotionASHA(ResumableASHA):
         tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
 
     def _a_waiting_leader(self, paused: dict):
-        """The best of a rung's results, if its trial waits there, the furthest rung first: it goes on without waiting
-        for the rung to fill (a core would idle meanwhile; the sweep's best would wait at its last rung for the whole
-        grid), as it would in the end unless a trial still running below overtook it there."""
+        """The best of a rung's results, if its trial waits there, the furthest rung first: asked when a trial slot
+        would stay empty, it goes on without waiting for the rung to fill (the sweep's best waited at its last rung
+        while a core idled), as it would in the end unless a trial still running below overtook it there."""
         for rung in sorted(self._rungs, reverse=True):
             leader = next(iter(self._top(rung, at_least=1)), None)
             if leader in paused and self._waiting[leader] == rung:

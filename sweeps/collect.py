@@ -3,7 +3,8 @@
 - `trials.parquet`: one row per trial: `trial_id`, `config/<name>`, `status`, `stopped_early`, `diverged`,
   `epochs`, `best_<metric>` and `last_<metric>` for every metric, `wall_time_s`, `node_id`, `error` (why an errored
   or diverged trial ended);
-- `metrics.parquet`: one row per trial and epoch: `trial_id`, `epoch` and the metrics.
+- `metrics.parquet`: one row per trial and epoch: `trial_id`, `epoch`, the metrics, and `resumed` (the first epoch
+  after the trial went on from a checkpoint: it waited at a rung before it, or stopped with the sweep).
 
 Ray Tune's own files are read through `ExperimentAnalysis`; an epoch reported twice (a trial restarted from
 an earlier checkpoint reports the epochs after it again) is kept once, as last reported.
@@ -69,7 +70,9 @@ def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(_trial_row(trial, history, storage.uri_for(sweep_dir, trial.path)))
     trials = pd.DataFrame(rows).sort_values("trial_id", ignore_index=True) if rows else pd.DataFrame()
     per_epoch = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
-    columns = ["trial_id", "epoch", *metric_columns(per_epoch), "node_id", "time_total_s"]
+    if "resumed" in per_epoch:  # (epochs taken from a checkpoint have none)
+        per_epoch["resumed"] = per_epoch["resumed"].eq(True)
+    columns = ["trial_id", "epoch", *metric_columns(per_epoch), "resumed", "node_id", "time_total_s"]
     return trials, per_epoch.reindex(columns=[c for c in columns if c in per_epoch.columns])
 
 
@@ -77,6 +80,8 @@ def _epochs(frame: pd.DataFrame, trial) -> pd.DataFrame:
     if frame.empty or "epoch" not in frame:
         return pd.DataFrame(columns=["epoch"])
     logged = frame.drop_duplicates("epoch", keep="last")
+    if "iterations_since_restore" in logged:  # Ray counts from 1 again whenever a trial goes on from a checkpoint
+        logged = logged.assign(resumed=(logged["iterations_since_restore"] == 1) & (logged["epoch"] > 1))
     return _with_gaps_filled(logged, trial).sort_values("epoch").reset_index(drop=True)
 
 

@@ -79,9 +79,11 @@ def validation_curves(
     metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str, best_label: str
 ) -> plt.Figure:
     """Every trial's validation metric per epoch; the best in bold, named by `best_label` (its hyperparameter values);
-    trials ASHA stopped marked where they stopped."""
+    trials stopped early marked where they stopped, and where a trial waited (at a rung, or with the sweep) before it
+    went on."""
     figure, ax = _subplots(figsize=SIZE)
     stopped = set(trials.loc[trials.stopped_early, "trial_id"])
+    waited = _before_each_resume(metrics, metric)
     for trial_id, curve in metrics.groupby("trial_id"):
         if trial_id == best_id:
             continue
@@ -107,12 +109,26 @@ def validation_curves(
     )
     ax.plot([], [], color="0.6", linewidth=0.8, label="other trials")
     if stopped:
-        ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early by ASHA")
+        ax.plot([], [], marker="x", color="0.3", linestyle="none", label="stopped early")
+    if len(waited):
+        ax.plot(waited.epoch, waited[metric], **WAITED, label="waited here, then went on")
     _log_if_positive(ax, metrics[metric])
     ax.set(title=f"{metric} of every trial", xlabel="epoch", ylabel=metric)
     _epoch_axis(ax, metrics.epoch)
     ax.legend()
     return figure
+
+
+WAITED = dict(marker="o", markersize=6, markerfacecolor="none", color="tab:blue", linestyle="none")
+
+
+def _before_each_resume(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The epochs after which a trial paused and later went on from its checkpoint (collect's `resumed`)."""
+    if "resumed" not in metrics:  # tables written before collect recorded it
+        return metrics.iloc[0:0]
+    ordered = metrics.sort_values(["trial_id", "epoch"])
+    goes_on = ordered.groupby("trial_id")["resumed"].shift(-1, fill_value=False).astype(bool)
+    return ordered[goes_on & ordered[metric].notna()]
 
 
 def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id: str) -> plt.Figure:

@@ -19,10 +19,10 @@ import optuna
 import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, status, storage
+from sweeps import asha, checkpoints, collect, evaluate, figures, hyperparameters, status, storage
 from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
-from sweeps.sweep import Sweep, command_line, load_sweep, relative, require_writable
+from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative, require_writable
 
 REPORT_FILE = "report.md"
 
@@ -133,7 +133,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
     counted = status.counts(trials)
     words = {
         "finished": "ran the whole budget",
-        "stopped early": "stopped early by ASHA",
+        "stopped early": "stopped early",
         "running": "not finished (running, or stopped with the sweep)",
         "waiting": "waiting at a rung (paused) when the sweep stopped",
         "pending": "not started",
@@ -152,10 +152,27 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
             f"{count} ({summary}); {_epochs_trained(trials)} in {trials.wall_time_s.sum() / 60:.1f} trial-minutes. "
             f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
             "",
+            _early_stopping(sweep, trials),
+            "",
             "Reproduce with:",
             "",
             f"    {command_line(sweep, relative_paths=True)}",
         ]
+    )
+
+
+def _early_stopping(sweep: Sweep, trials: pd.DataFrame) -> str:
+    """Which scheduler ran, and what it saved against training every trial it stopped to its budget."""
+    if not sweep.early_stop:
+        return "No early stopping (`--no-early-stop`): every trial had its whole budget."
+    stopped = trials[trials.stopped_early]
+    left = stopped["config/epochs"] - stopped.epochs
+    seconds = (left * stopped.wall_time_s / stopped.epochs.clip(lower=1)).sum()  # at each trial's own pace
+    rungs = ", ".join(str(rung) for rung in asha.rungs(sweep) if rung < sweep.budget)  # (a trial ends at its budget)
+    return (
+        f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}. "
+        f"It stopped {len(stopped)} trial{'' if len(stopped) == 1 else 's'}: {int(left.sum())} epochs and about "
+        f"{seconds / 60:.1f} trial-minutes saved against training them to their budgets (at each one's own pace)."
     )
 
 
@@ -259,7 +276,7 @@ def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame)
     sweep, best = ctx.sweep, ctx.best
     metric = sweep.entry.metric
     label = trial_label(ctx)
-    stopped = ", x where ASHA stopped a trial" if trials.stopped_early.any() else ""
+    stopped = ", x where a trial was stopped early, o where one waited before it went on" if sweep.early_stop else ""
     shown = [
         ctx.save(
             figures.validation_curves(metrics, trials, metric, best.trial_id, label),

@@ -30,9 +30,15 @@ LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "w
 MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
 FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
 SEARCHES = ("grid", "optuna")
-# --scheduler: how early stopping decides (sweeps.asha builds each). promotion: a trial waits at each rung until it
-# ranks in the top quarter of those there; asha: Ray's ASHA, which judges each trial as it arrives (the first pass).
-SCHEDULERS = ("promotion", "asha")
+# --scheduler: how early stopping decides (sweeps.asha builds each), the default first.
+SCHEDULERS = {
+    "promotion": "ASHA by promotion (a trial waits at each rung until it ranks in the top quarter there)",
+    "asha": "Ray's ASHA (which passes the first trial to reach a rung)",
+}
+DEFAULT_SCHEDULER = next(iter(SCHEDULERS))
+# --order: the order a grid's trials start in. shuffled (by the seed): early stopping meets the grid's corners in no
+# particular order; grid: the grid's own, in which the first arrivals all come from one corner (the bench's worst case).
+ORDERS = ("shuffled", "grid")
 SWEEP_FILE = "sweep.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -74,7 +80,8 @@ class Sweep:
     search: str = "grid"
     num_samples: int | None = None  # grid: repeats with seeds seed, seed+1, ...; optuna: trials (default: grid size)
     early_stop: bool = True
-    scheduler: str = SCHEDULERS[0]
+    scheduler: str = DEFAULT_SCHEDULER
+    order: str = ORDERS[0]
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
@@ -119,11 +126,13 @@ class Sweep:
         return {**seeds, **self.grid()}
 
     def trial_order(self) -> list[dict]:
-        """The swept values of each trial of a grid search, in a random order fixed by the seed. ASHA stops a trial
-        that falls behind those that reached its rung before it; in the grid's own order the first arrivals all
-        come from one corner (the small lr first), set a low bar and run long (measured: the ASHA measure of `sweeps bench`)."""
+        """The swept values of each trial of a grid search, by default in a random order fixed by the seed. Ray's ASHA
+        stops a trial that falls behind those that reached its rung before it; in the grid's own order the first
+        arrivals all come from one corner (the small lr first), set a low bar and run long (measured: the early
+        stopping measure of `sweeps bench`)."""
         points = _points(self.swept())
-        random.Random(self.seed).shuffle(points)
+        if self.order == "shuffled":
+            random.Random(self.seed).shuffle(points)
         return points
 
     def values(self, name: str) -> list:
@@ -152,6 +161,10 @@ class Sweep:
             raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
         if self.scheduler not in SCHEDULERS:
             raise SweepError(f"unknown --scheduler {self.scheduler!r}: choose {' or '.join(SCHEDULERS)}")
+        if self.order not in ORDERS:
+            raise SweepError(f"unknown --order {self.order!r}: choose {' or '.join(ORDERS)}")
+        if self.order != ORDERS[0] and self.search != "grid":
+            raise SweepError(f"--order {self.order} orders a grid's trials: drop it, or use --search grid")
         allowed = hyperparameters.NAMES + self.entry.data_params
         for name in self.overrides:
             if name not in allowed:
@@ -300,6 +313,8 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
         words.append("--no-early-stop")
     elif sweep.scheduler != defaults.scheduler:
         words += ["--scheduler", sweep.scheduler]
+    if sweep.order != defaults.order:
+        words += ["--order", sweep.order]
     for name in sweep.loggers:
         words += ["--logger", name]
     for name, values in sweep.overrides.items():

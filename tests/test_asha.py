@@ -19,6 +19,7 @@ from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from sweeps import sweep
+from sweeps.__main__ import main
 from sweeps.asha import SCHEDULERS, PromotionASHA, ResumableASHA, past_results
 from tests.sweeping import (
     TWO_SMALL_TRIALS,
@@ -147,7 +148,7 @@ def at(epoch, value):
 
 
 def test_the_command_lines_scheduler_names_are_the_schedulers():
-    assert tuple(SCHEDULERS) == sweep.SCHEDULERS  # the command line lists them without importing Ray
+    assert tuple(SCHEDULERS) == tuple(sweep.SCHEDULERS)  # the command line lists them without importing Ray
 
 
 def test_the_first_trial_at_a_rung_waits_where_rays_asha_lets_it_pass():
@@ -204,6 +205,7 @@ def test_once_no_trial_is_left_to_start_a_rungs_leader_goes_on_without_waiting_f
     controller = Controller(trials, search_finished=False)
     for trial, value in zip(trials, (0.1, 0.2, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):  # rung 1 holds 8: a and b go on
         scheduler.on_trial_result(controller, trial, at(1, value))
+    assert scheduler.choose_trial_to_run(controller) is None  # (a, b and c run: it has seen 3 trial slots)
     loser.status = "PAUSED"
     assert scheduler.on_trial_result(controller, leader, at(4, 0.05)) == TrialScheduler.PAUSE  # alone at rung 4
     leader.status = "PAUSED"
@@ -213,7 +215,7 @@ def test_once_no_trial_is_left_to_start_a_rungs_leader_goes_on_without_waiting_f
     assert scheduler.choose_trial_to_run(controller) is pending  # a trial to start: the leader waits
     controller.trials.remove(pending)
     controller.search_alg.is_finished = lambda: True
-    assert scheduler.choose_trial_to_run(controller) is leader  # nothing to start: it goes on
+    assert scheduler.choose_trial_to_run(controller) is leader  # nothing to start, 2 of 3 slots empty: it goes on
     assert controller.stopped == ["c"]  # no trial can reach rung 1 any more: c will not be promoted
     assert scheduler.on_trial_result(controller, leader, at(5, 0.04)) == TrialScheduler.CONTINUE
 
@@ -291,6 +293,12 @@ def test_a_sweep_by_promotion_runs_one_trial_on_from_a_rung_of_four(tmp_path):
     check_one_promoted_from_the_rung(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "sweep.json").read_text())["sweep"]["scheduler"] == "promotion"
     assert "0 waiting" in done.stdout
+    metrics = pd.read_parquet(tmp_path / "p" / "metrics.parquet")
+    assert metrics.resumed.dtype == bool and set(metrics.epoch[metrics.resumed]) <= {2}  # (the 4th may not wait)
+    assert main(["report", str(tmp_path / "p")]) == 0
+    report = (tmp_path / "p" / "report.md").read_text()
+    assert "Early stopping: ASHA by promotion" in report and "rungs at epochs 1." in report
+    assert "It stopped 3 trials: 9 epochs and about " in report  # each at its epoch 1 of 4
 
 
 def test_trials_waiting_at_a_rung_survive_a_killed_driver(tmp_path):

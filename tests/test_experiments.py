@@ -83,6 +83,16 @@ def test_a_grid_runs_every_point_once_in_an_order_the_seed_fixes():
     assert len(order) == 48 and sorted(order, key=key) == sorted(every, key=key)
     assert order == Sweep("synthetic", num_samples=2, seed=7).trial_order()
     assert order != every and order != Sweep("synthetic", num_samples=2, seed=8).trial_order()
+    in_grid_order = Sweep("synthetic", num_samples=2, seed=7, order="grid")
+    assert in_grid_order.trial_order() == every and "--order grid" in command_line(in_grid_order)
+    assert "--order" not in command_line(sweep)
+
+
+def test_an_order_that_is_not_a_grids_is_refused():
+    with pytest.raises(SweepError, match="unknown --order 'random': choose shuffled or grid"):
+        Sweep("synthetic", order="random").validate()
+    with pytest.raises(SweepError, match="--order grid orders a grid's trials: drop it, or use --search grid"):
+        Sweep("synthetic", search="optuna", order="grid").validate()
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,18 @@ def test_trials_table_rows_and_numbers():
 def test_the_header_says_what_share_of_the_budget_was_trained():
     trials = hand_built_trials().assign(**{"config/epochs": 12})
     header = _header(Sweep("synthetic", preset="paper"), trials)
-    assert "4 of 24 trials (1 ran the whole budget, 1 stopped early by ASHA" in header  # the grid has 24
+    assert "4 of 24 trials (1 ran the whole budget, 1 stopped early" in header  # the grid has 24
     assert "22 of 48 epochs trained (46%) in 0.1 trial-minutes" in header
+    assert (
+        "Early stopping: ASHA by promotion (a trial waits at each rung until it ranks in the top quarter there) "
+        "(`--scheduler promotion`), rungs at epochs 50, 200, 800. It stopped 1 trial: 9 epochs and about 0.1 "
+        "trial-minutes saved" in header
+    )  # a's 9 epochs left at its 1/3 s each: 3 s
+    without = _header(Sweep("synthetic", scheduler="asha", early_stop=False), trials)
+    assert "No early stopping (`--no-early-stop`)" in without and "Early stopping:" not in without
+    assert "Ray's ASHA (which passes the first trial to reach a rung) (`--scheduler asha`), rungs at epochs 1, 4." in (
+        _header(Sweep("synthetic", scheduler="asha", epochs=12), trials)
+    )
 
 
 def test_edge_warnings_for_ranges_of_three_or_more():
@@ -173,16 +183,14 @@ def test_every_figure_draws_labelled_data(tmp_path, name, draw):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_curves_name_the_best_trial_by_its_values_and_mark_asha_only_when_it_ran():
+def test_the_curves_name_the_best_trial_by_its_values_and_mark_early_stopping_only_when_it_ran():
     trials = hand_built_trials()
-    legend = [
-        t.get_text()
-        for t in figures.validation_curves(hand_built_metrics(), trials, "val_mse", "b", "lr=0.01")
-        .axes[0]
-        .get_legend()
-        .get_texts()
-    ]
-    assert "best trial: lr=0.01" in legend and ("stopped early by ASHA" in legend) == bool(trials.stopped_early.any())
+    metrics = hand_built_metrics().assign(resumed=lambda d: (d.trial_id == "b") & (d.epoch == 5))  # b waited at 4
+    figure = figures.validation_curves(metrics, trials, "val_mse", "b", "lr=0.01")
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "best trial: lr=0.01" in legend and ("stopped early" in legend) == bool(trials.stopped_early.any())
+    (waited,) = [line for line in figure.axes[0].lines if line.get_label() == "waited here, then went on"]
+    assert list(waited.get_xdata()) == [4] and list(waited.get_ydata()) == [0.2 / 4]
     none_stopped = trials.assign(stopped_early=False)
     legend = [
         t.get_text()
@@ -191,7 +199,7 @@ def test_the_curves_name_the_best_trial_by_its_values_and_mark_asha_only_when_it
         .get_legend()
         .get_texts()
     ]
-    assert "stopped early by ASHA" not in legend
+    assert "stopped early" not in legend and "waited here, then went on" not in legend  # (no `resumed`: old tables)
 
 
 def test_accuracy_panels_draw_chance():

@@ -6,7 +6,7 @@
 It prints a table (one row per quantity: measure, quantity, value, target, whether it holds, detail) and writes
 `OUT/bench.parquet` (the same rows), `OUT/machine.json` (CPU, cores, versions, GPU, load average) and, under
 `OUT/sweeps/`, the sweeps it ran, with Ray's output in `OUT/ray.log`. The measures, in the order of `MEASURES`, each
-described in its module: trainer overhead, trial overhead, parallel efficiency, threads, ASHA, memory, loggers
+described in its module: trainer overhead, trial overhead, parallel efficiency, threads, early stopping (each scheduler in each order of the grid), memory, loggers
 (what each opt-in logger adds per reported epoch), pixel (the pixel-by-pixel MNIST model's step time: precisions,
 threads, a projected epoch), precision parity (bf16's accuracy against fp32's, over fp32's own noise between seeds)
 and, with `device="cuda"` only, GPU packing. On "cuda" the bench runs only the measures written for a GPU.
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from sweeps.bench import (
-    asha,
+    early_stopping,
     gpu_packing,
     loggers,
     memory,
@@ -75,7 +75,8 @@ MEASURES = [
     Measure("trial overhead", trial_overhead.run, {"trial": ("<=", 1.10), "epoch": ("<=", 1.10)}, ray=True),
     Measure("parallel efficiency", parallel_efficiency.run, {"quick grid": (">=", 0.90)}, ray=True),
     Measure("threads", threads.run),
-    Measure("ASHA", asha.run, {"epochs": ("<=", 0.35), "best": ("<=", 1.05)}, ray=True),
+    # The default scheduler, in the grid's own order as shuffled: a quarter of the epochs, the best within 5%.
+    Measure("early stopping", early_stopping.run, {"epochs": ("<=", 0.25), "best": ("<=", 1.05)}, ray=True),
     Measure("memory", memory.run, {"store": ("<=", 1.5), "private": ("<=", 0.5)}, ray=True),
     Measure("loggers", loggers.run, ray=True),
     # Seconds per epoch of one pixel trial: the showcase's 12 epochs in an hour on this 2-core machine; in minutes on a GPU.

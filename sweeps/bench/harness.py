@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from lstm_ae.data import Splits
+from sweeps.sweep import ORDERS, SCHEDULERS
 
 RESULTS_FILE = "bench.parquet"
 MACHINE_FILE = "machine.json"
@@ -43,7 +44,8 @@ class Budget:
     grid_epochs: int  # parallel efficiency: the epochs of each trial of the quick grid
     bare_passes: int  # parallel efficiency: each config's fit alone, before (and after) the sweep
     paper_epochs: int  # parallel efficiency: the grid again on the study's 10,000 signals (0: not run)
-    asha_epochs: int  # ASHA: the grid with and without ASHA
+    early_stop_epochs: int  # early stopping: the grid's budget, with each scheduler and without
+    early_stop_runs: tuple  # early stopping: (scheduler, order) of each sweep with early stopping
     pixel_repeats: int  # pixel: timed training steps of each kind, after one to warm up
     pixel_thread_length: int  # pixel: the pixels per sequence when 1 thread and 2 are compared
     pixel_thread_repeats: int
@@ -68,7 +70,8 @@ QUICK = Budget(
     grid_epochs=6,  # Tune's cost per trial and per report shows as well as at 12, in half the time
     bare_passes=1,
     paper_epochs=0,
-    asha_epochs=12,  # rungs at 2 and 8 (grace 2): a trial stopped at the first saves 10 of its 12 epochs
+    early_stop_epochs=12,  # rungs at 2 and 8 (grace 2): a trial stopped at the first saves 10 of its 12 epochs
+    early_stop_runs=(("promotion", "grid"),),  # the default in the order that is Ray's ASHA's worst
     pixel_repeats=3,  # a pixel step takes about half a second on one busy core: 4 kinds x 4 steps stay under 15 s
     pixel_thread_length=98,  # an eighth of the sequence: 2 threads on 2 busy cores took 30 s per 784-pixel step
     pixel_thread_repeats=2,
@@ -93,7 +96,8 @@ FULL = Budget(
     grid_epochs=QUICK_SYNTHETIC["epochs"],
     bare_passes=2,
     paper_epochs=10,  # trials of about 5 s
-    asha_epochs=100,  # rungs at 2, 8 and 32 epochs (grace 2): curves have separated by then
+    early_stop_epochs=100,  # rungs at 2, 8 and 32 epochs (grace 2): curves have separated by then
+    early_stop_runs=tuple((scheduler, order) for scheduler in SCHEDULERS for order in ORDERS),
     pixel_repeats=9,
     pixel_thread_length=784,
     pixel_thread_repeats=3,
