@@ -8,7 +8,7 @@ import math
 import sys
 
 from lstm_ae.precision import PRECISIONS
-from sweeps.sweep import DEFAULT_SCHEDULER, ORDERS, SCHEDULERS
+from sweeps.sweep import DEFAULT_SCHEDULER, ORDERS, REDUCTION_FACTORS, SCHEDULERS
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
@@ -57,7 +57,7 @@ def list_experiments(args) -> None:
     print(f"precision: {_precisions_here()}")
     print(f"early stopping (--scheduler, default {DEFAULT_SCHEDULER}; docs/performance.md):")
     for name, words in SCHEDULERS.items():
-        print(f"  {name}: {words}")
+        print(f"  {name}: {words}; a rung passes 1/{REDUCTION_FACTORS[name]} on (--reduction-factor)")
     for entry in EXPERIMENTS.values():
         print(f"{entry.name}: {entry.description}")
         print(
@@ -96,6 +96,7 @@ def run_sweep(args) -> None:
         num_samples=args.num_samples,
         early_stop=not args.no_early_stop,
         scheduler=args.scheduler,
+        reduction_factor=args.reduction_factor,
         order=args.order,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -289,6 +290,13 @@ def parser() -> argparse.ArgumentParser:
         help="early stopping: " + "; ".join(f"{name}: {words}" for name, words in SCHEDULERS.items()),
     )
     runner.add_argument(
+        "--reduction-factor",
+        type=int,
+        metavar="N",
+        help="early stopping: a rung passes 1/N of its trials on, and the rungs are the grace period x N, x N^2, ... "
+        f"(default: {', '.join(f'{k} {v}' for k, v in REDUCTION_FACTORS.items())})",
+    )
+    runner.add_argument(
         "--order",
         default=ORDERS[0],
         choices=ORDERS,
@@ -323,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
         "--grace-period",
         type=int,
         metavar="EPOCHS",
-        help="epochs ASHA lets every trial run before it may stop it; its rungs are this x4, x16, ... "
+        help="epochs every trial runs before early stopping may stop it: the first rung "
         "(default: the preset's, `sweeps list`)",
     )
     runner.add_argument(

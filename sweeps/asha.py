@@ -18,13 +18,14 @@ import math
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler
 
-REDUCTION_FACTOR = 4  # Ray's default, named: `sweeps status` reckons with the same rungs
-
 
 def for_sweep(sweep) -> ResumableASHA:
     kind = SCHEDULERS[sweep.scheduler]
     return kind(
-        time_attr="epoch", max_t=sweep.budget, grace_period=grace_period(sweep), reduction_factor=REDUCTION_FACTOR
+        time_attr="epoch",
+        max_t=sweep.budget,
+        grace_period=grace_period(sweep),
+        reduction_factor=sweep.reduction_factor,
     )
 
 
@@ -40,8 +41,9 @@ def grace_period(sweep) -> int:
 def rungs(sweep) -> list[int]:
     """The epochs at which ASHA may stop a trial, as Ray's ASHA sets them (async_hyperband.py, _Bracket)."""
     grace, budget = grace_period(sweep), sweep.budget
-    count = int(math.log(budget / grace) / math.log(REDUCTION_FACTOR) + 1)  # Ray's own arithmetic
-    return [grace * REDUCTION_FACTOR**k for k in range(count)]
+    factor = sweep.reduction_factor
+    count = int(math.log(budget / grace) / math.log(factor) + 1)  # Ray's own arithmetic
+    return [grace * factor**k for k in range(count)]
 
 
 class ResumableASHA(ASHAScheduler):
@@ -78,9 +80,9 @@ def past_results(trial) -> list[dict]:
 
 class PromotionASHA(ResumableASHA):
     """ASHA by promotion (Li et al. 2020, syne-tune's `type="promotion"`): a trial that reaches a rung pauses there
-    (from the checkpoint it writes at every rung) until it ranks in the top 1/REDUCTION_FACTOR of the results the rung
+    (from the checkpoint it writes at every rung) until it ranks in the top 1/reduction_factor of the results the rung
     holds. Ray's ASHA judges a trial on arrival, so the first to reach a rung passes it unopposed (ray-project/ray#4401):
-    here no trial goes on before the rung holds REDUCTION_FACTOR results. Once the search has no more trials to start
+    here no trial goes on before the rung holds reduction_factor results. Once the search has no more trials to start
     and a trial slot would stay empty, a rung's leader goes on without waiting for the rung to fill (the sweep's best
     would otherwise wait at its last rung while a core idles); when nothing else can run (every live trial waits), the lowest rung decides with what it
     has: it promotes at least its best, and stops the rest once no more trials will come."""
@@ -99,7 +101,7 @@ class PromotionASHA(ResumableASHA):
         return value if math.isfinite(value) else -math.inf
 
     def _top(self, rung: int, at_least: int = 0) -> list[str]:
-        """The trials in the top 1/REDUCTION_FACTOR of the rung's results (at least `at_least` of them), best first."""
+        """The trials in the top 1/reduction_factor of the rung's results (at least `at_least` of them), best first."""
         recorded = self._rungs[rung]
         count = max(at_least, len(recorded) // self._reduction_factor)
         return sorted(recorded, key=recorded.get, reverse=True)[:count]

@@ -170,7 +170,8 @@ def _early_stopping(sweep: Sweep, trials: pd.DataFrame) -> str:
     seconds = (left * stopped.wall_time_s / stopped.epochs.clip(lower=1)).sum()  # at each trial's own pace
     rungs = ", ".join(str(rung) for rung in asha.rungs(sweep) if rung < sweep.budget)  # (a trial ends at its budget)
     return (
-        f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}. "
+        f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}, "
+        f"each passing 1/{sweep.reduction_factor} of its trials on. "
         f"It stopped {len(stopped)} trial{'' if len(stopped) == 1 else 's'}: {int(left.sum())} epochs and about "
         f"{seconds / 60:.1f} trial-minutes saved against training them to their budgets (at each one's own pace)."
     )

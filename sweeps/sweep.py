@@ -32,10 +32,13 @@ FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint
 SEARCHES = ("grid", "optuna")
 # --scheduler: how early stopping decides (sweeps.asha builds each), the default first.
 SCHEDULERS = {
-    "promotion": "ASHA by promotion (a trial waits at each rung until it ranks in the top quarter there)",
+    "promotion": "ASHA by promotion (a trial waits at each rung until it ranks among those it passes on)",
     "asha": "Ray's ASHA (which passes the first trial to reach a rung)",
 }
 DEFAULT_SCHEDULER = next(iter(SCHEDULERS))
+# A rung passes on 1/factor of its trials. promotion: a third (syne-tune's default; on the bench's 100-epoch grid, a
+# quarter missed the best by 5-19%, a third found it in either order: docs/performance.md); asha: Ray's default.
+REDUCTION_FACTORS = {"promotion": 3, "asha": 4}
 # --order: the order a grid's trials start in. shuffled (by the seed): early stopping meets the grid's corners in no
 # particular order; grid: the grid's own, in which the first arrivals all come from one corner (the bench's worst case).
 ORDERS = ("shuffled", "grid")
@@ -81,6 +84,7 @@ class Sweep:
     num_samples: int | None = None  # grid: repeats with seeds seed, seed+1, ...; optuna: trials (default: grid size)
     early_stop: bool = True
     scheduler: str = DEFAULT_SCHEDULER
+    reduction_factor: int | None = None  # rung to rung, 1/this goes on; None: the scheduler's (REDUCTION_FACTORS)
     order: str = ORDERS[0]
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -92,6 +96,10 @@ class Sweep:
     grace_period: int | None = None  # epochs ASHA lets every trial run before it may stop it; None: the preset's
     overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
     loggers: list = field(default_factory=list)  # names of LOGGERS, from --logger
+
+    def __post_init__(self):
+        if self.reduction_factor is None:  # recorded as a number: a resume keeps it whatever later defaults say
+            self.reduction_factor = REDUCTION_FACTORS.get(self.scheduler)
 
     @property
     def entry(self) -> Experiment:
@@ -202,6 +210,12 @@ class Sweep:
                 "--grace-period sets ASHA's first rung, which --no-early-stop turns off: drop one of the two",
             ),
             (
+                isinstance(self.reduction_factor, bool)
+                or not isinstance(self.reduction_factor, int)
+                or not 2 <= self.reduction_factor <= 100,
+                f"--reduction-factor must be a whole number from 2 to 100, got {self.reduction_factor}",
+            ),
+            (
                 self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
                 f"--num-samples must be 1 to {MAX_COUNT:,}, got {self.num_samples}",
             ),
@@ -258,8 +272,9 @@ def load_sweep(sweep_dir: str) -> Sweep:
     if not storage.exists(record):
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE}): pass the folder `sweeps run` printed")
     try:
-        # A sweep recorded before --scheduler existed ran Ray's ASHA: it resumes with it.
-        sweep = Sweep(**{"scheduler": "asha", **storage.read_json(record)["sweep"]})
+        # A sweep recorded before --scheduler existed ran Ray's ASHA, one recorded before --reduction-factor a quarter
+        # per rung: it resumes with them.
+        sweep = Sweep(**{"scheduler": "asha", "reduction_factor": 4, **storage.read_json(record)["sweep"]})
     except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
         raise SweepError(
             f"{record} is damaged ({type(error).__name__}: {first_line(error)}): "
@@ -311,8 +326,11 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
             words += [option, str(value)]
     if not sweep.early_stop:
         words.append("--no-early-stop")
-    elif sweep.scheduler != defaults.scheduler:
-        words += ["--scheduler", sweep.scheduler]
+    else:
+        if sweep.scheduler != defaults.scheduler:
+            words += ["--scheduler", sweep.scheduler]
+        if sweep.reduction_factor != REDUCTION_FACTORS.get(sweep.scheduler):
+            words += ["--reduction-factor", str(sweep.reduction_factor)]
     if sweep.order != defaults.order:
         words += ["--order", sweep.order]
     for name in sweep.loggers:

@@ -270,7 +270,7 @@ def test_after_a_resume_a_trial_that_waited_at_a_rung_waits_again(trials):
 
 
 PROMOTION_SWEEP = ["--epochs", "4", "--grace-period", "1", "--checkpoint-every", "4", "--scheduler", "promotion",
-                   "--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
+                   "--reduction-factor", "4", "--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
                    "--set", "hidden_size=10,25", "--no-report"]  # fmt: skip
 
 
@@ -297,7 +297,7 @@ def test_a_sweep_by_promotion_runs_one_trial_on_from_a_rung_of_four(tmp_path):
     assert metrics.resumed.dtype == bool and set(metrics.epoch[metrics.resumed]) <= {2}  # (the 4th may not wait)
     assert main(["report", str(tmp_path / "p")]) == 0
     report = (tmp_path / "p" / "report.md").read_text()
-    assert "Early stopping: ASHA by promotion" in report and "rungs at epochs 1." in report
+    assert "Early stopping: ASHA by promotion" in report and "rungs at epochs 1, each passing 1/4" in report
     assert "It stopped 3 trials: 9 epochs and about " in report  # each at its epoch 1 of 4
 
 

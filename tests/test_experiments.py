@@ -360,7 +360,12 @@ def test_the_scheduler_is_recorded_and_a_sweep_recorded_before_it_existed_keeps_
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / "sweep.json").write_text(json.dumps({"sweep": {"experiment": "synthetic"}}))
-    assert load_sweep(str(folder)).scheduler == "asha"
+    assert load_sweep(str(folder)).scheduler == "asha" and load_sweep(str(folder)).reduction_factor == 4
+    # Promotion from before --reduction-factor: a quarter per rung, as then (a new one passes a third).
+    (folder / "sweep.json").write_text(json.dumps({"sweep": {"experiment": "synthetic", "scheduler": "promotion"}}))
+    assert load_sweep(str(folder)).reduction_factor == 4 and Sweep("synthetic").reduction_factor == 3
+    with pytest.raises(SweepError, match="--reduction-factor must be a whole number from 2 to 100, got 1"):
+        Sweep("synthetic", reduction_factor=1).validate()
     with pytest.raises(SystemExit) as refused:  # argparse's own refusal of a choice it does not know
         main(["run", "synthetic", "--scheduler", "fifo"])
     assert refused.value.code == 2 and "invalid choice: 'fifo'" in capsys.readouterr().err

@@ -65,13 +65,13 @@ def test_the_header_says_what_share_of_the_budget_was_trained():
     assert "4 of 24 trials (1 ran the whole budget, 1 stopped early" in header  # the grid has 24
     assert "22 of 48 epochs trained (46%) in 0.1 trial-minutes" in header
     assert (
-        "Early stopping: ASHA by promotion (a trial waits at each rung until it ranks in the top quarter there) "
-        "(`--scheduler promotion`), rungs at epochs 50, 200, 800. It stopped 1 trial: 9 epochs and about 0.1 "
-        "trial-minutes saved" in header
+        "Early stopping: ASHA by promotion (a trial waits at each rung until it ranks among those it passes on) "
+        "(`--scheduler promotion`), rungs at epochs 50, 150, 450, each passing 1/3 of its trials on. It stopped 1 "
+        "trial: 9 epochs and about 0.1 trial-minutes saved" in header
     )  # a's 9 epochs left at its 1/3 s each: 3 s
     without = _header(Sweep("synthetic", scheduler="asha", early_stop=False), trials)
     assert "No early stopping (`--no-early-stop`)" in without and "Early stopping:" not in without
-    assert "Ray's ASHA (which passes the first trial to reach a rung) (`--scheduler asha`), rungs at epochs 1, 4." in (
+    assert "(`--scheduler asha`), rungs at epochs 1, 4, each passing 1/4 of its trials on." in (
         _header(Sweep("synthetic", scheduler="asha", epochs=12), trials)
     )
 

@@ -7,7 +7,7 @@ import pytest
 
 from sweeps import asha, status
 from sweeps.experiments import EXPERIMENTS
-from sweeps.sweep import Sweep
+from sweeps.sweep import Sweep, command_line
 
 
 def state_of(sweep: Sweep, running_epochs: list[int], pending: int, created: int) -> status.Status:
@@ -25,30 +25,33 @@ def metrics_at(seconds_per_epoch: float, epochs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial_id", "epoch", "time_total_s"])
 
 
+@pytest.mark.parametrize("scheduler", ["promotion", "asha"])
 @pytest.mark.parametrize("epochs", [None, 2, 30, 200])
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
-def test_status_reckons_with_the_rungs_rays_asha_sets(experiment, preset, epochs):
-    sweep = Sweep(experiment, preset=preset, epochs=epochs)
+def test_status_reckons_with_the_rungs_rays_asha_sets(experiment, preset, epochs, scheduler):
+    sweep = Sweep(experiment, preset=preset, epochs=epochs, scheduler=scheduler)
     (bracket,) = asha.for_sweep(sweep)._brackets
     assert asha.rungs(sweep) == sorted(milestone for milestone, _ in bracket._rungs)
 
 
 def test_the_synthetic_grids_rungs():
-    assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 200, 800]  # grace 50, reduction factor 4
+    assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 150, 450]  # grace 50; promotion: a third on
+    assert asha.rungs(Sweep("synthetic", preset="paper", scheduler="asha")) == [50, 200, 800]  # Ray's: a quarter
+    quarter = Sweep("synthetic", preset="paper", reduction_factor=4)
+    assert asha.rungs(quarter) == [50, 200, 800] and "--reduction-factor 4" in command_line(quarter)
+    assert "--reduction-factor" not in command_line(Sweep("synthetic", scheduler="asha"))
 
 
 def test_grace_period_moves_the_rungs_and_is_in_the_command():
-    from sweeps.sweep import command_line
-
     sweep = Sweep("synthetic", preset="paper", grace_period=100)
-    assert asha.rungs(sweep) == [100, 400]
-    assert sorted(milestone for milestone, _ in asha.for_sweep(sweep)._brackets[0]._rungs) == [100, 400]
+    assert asha.rungs(sweep) == [100, 300, 900]
+    assert sorted(milestone for milestone, _ in asha.for_sweep(sweep)._brackets[0]._rungs) == [100, 300, 900]
     assert "--grace-period 100" in command_line(sweep) and "--grace-period" not in command_line(Sweep("synthetic"))
 
 
 def test_time_left_runs_from_every_trial_stopped_at_its_next_rung_to_every_trial_at_its_budget():
-    sweep = Sweep("synthetic", preset="paper")
+    sweep = Sweep("synthetic", preset="paper", scheduler="asha")  # rungs at 50, 200 and 800
     state = state_of(sweep, running_epochs=[120, 850], pending=3, created=10)  # 14 not created yet, 3 pending
     least, most = status._time_left(metrics_at(2.0, {"t0": 120, "t1": 850}), state, sweep)
     per_epoch = 2.0 / 2  # two trials at once
