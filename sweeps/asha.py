@@ -84,8 +84,9 @@ class PromotionASHA(ResumableASHA):
     holds. Ray's ASHA judges a trial on arrival, so the first to reach a rung passes it unopposed (ray-project/ray#4401):
     here no trial goes on before the rung holds reduction_factor results. Once the search has no more trials to start
     and a trial slot would stay empty, a rung's leader goes on without waiting for the rung to fill (the sweep's best
-    would otherwise wait at its last rung while a core idles); when nothing else can run (every live trial waits), the lowest rung decides with what it
-    has: it promotes at least its best, and stops the rest once no more trials will come."""
+    would otherwise wait at its last rung while a core idles), and the trials waiting at a rung no result can reach any
+    more are stopped, but for its best. While the search has more but a concurrency limit holds it back (every live
+    trial waits), the lowest rung promotes its best."""
 
     pauses = True
 
@@ -140,15 +141,16 @@ class PromotionASHA(ResumableASHA):
 
     def choose_trial_to_run(self, tune_controller):
         trials = tune_controller.get_trials()
+        paused = self._paused(trials)
         for rung in sorted(self._rungs, reverse=True):  # the furthest first: the sweep's best go on soonest
             for trial_id in self._top(rung):
-                if (trial := self._paused(trials).get(trial_id)) and self._waiting[trial_id] == rung:
-                    return self._promote(trial, rung)
+                if trial_id in paused and self._waiting[trial_id] == rung:
+                    return self._promote(paused[trial_id], rung)
         if chosen := next((t for t in trials if t.status == t.PENDING), None):
             return chosen
         running = sum(t.status == t.RUNNING for t in trials)
         self._most_running = max(self._most_running, running)  # what the sweep's resources hold, as far as seen
-        if not self._paused(trials):
+        if not paused:
             return None
         if tune_controller.search_alg.is_finished():  # no trial will start: what waits is all there is to run
             self._stop_where_no_result_can_come(tune_controller, trials)
@@ -156,7 +158,6 @@ class PromotionASHA(ResumableASHA):
                 return self._a_waiting_leader(self._paused(trials))
             return None
         if not running:  # a concurrency limit holds new trials back meanwhile
-            paused = self._paused(trials)
             rung = min(self._waiting[trial_id] for trial_id in paused)
             here = [trial_id for trial_id in paused if self._waiting[trial_id] == rung]
             return self._promote(paused[max(here, key=self._rungs[rung].get)], rung)

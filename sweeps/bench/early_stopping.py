@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from sweeps.bench.harness import Bench, Row, run_sweep, synthetic_sweep
 
-GRACE = 2  # rungs at 2, 8 (and 32 at 100 epochs): as measured since the bench had this measure
-
 
 def run(bench: Bench) -> list[Row]:
     from sweeps import collect
     from sweeps.sweep import DEFAULT_SCHEDULER
 
-    epochs_each = bench.budget.early_stop_epochs
+    epochs_each, grace = bench.budget.early_stop_epochs, bench.budget.early_stop_grace
     full_grid = run_sweep(synthetic_sweep("quick", epochs=epochs_each, early_stop=False), bench.out, "early-stop-off")
     all_epochs = full_grid.trials.epochs.sum()
     full_best = _best(collect, full_grid)
     rows = []
     for scheduler, order in bench.budget.early_stop_runs:
-        sweep = synthetic_sweep("quick", epochs=epochs_each, grace_period=GRACE, scheduler=scheduler, order=order)
+        sweep = synthetic_sweep("quick", epochs=epochs_each, grace_period=grace, scheduler=scheduler, order=order)
         result = run_sweep(sweep, bench.out, f"early-stop-{scheduler}-{order}")
         epochs, best = result.trials.epochs.sum(), _best(collect, result)
         judged = (
@@ -35,7 +33,7 @@ def run(bench: Bench) -> list[Row]:
                 f"epochs trained, {what}, vs all",
                 epochs / all_epochs,
                 "epochs" if judged else None,
-                f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {GRACE}); "
+                f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {grace}); "
                 f"{int(result.trials.stopped_early.sum())} stopped early",
             ),
             bench.row(
