@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -56,6 +57,8 @@ class Status:
     elapsed_s: float | None = None
     left_s: float | None = None  # at most: every trial to its budget
     left_min_s: float | None = None  # at least: ASHA stopping every trial it may at its next rung
+    scheduler: str = ""  # --scheduler, "" without early stopping
+    rungs: list = field(default_factory=list)  # the epochs at which it may stop or pause a trial
 
     @property
     def done(self) -> bool:
@@ -74,6 +77,8 @@ def read(sweep_dir: str) -> Status:
     state = Status(
         sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials)
     )
+    if sweep.early_stop:
+        state.scheduler, state.rungs = sweep.scheduler, [r for r in asha.rungs(sweep) if r < sweep.budget]
     if trials.empty:
         return state
     swept = [name for name in sweep.swept() if f"config/{name}" in trials]
@@ -140,6 +145,10 @@ def text(state: Status) -> str:
         f"{state.sweep_dir}: {state.created} of {state.total} trials of {state.experiment} "
         f"({state.preset}, {state.search}): {counted}"
     ]
+    if state.scheduler:
+        waiting = Counter(r["epoch"] for r in state.running if r["waiting"])
+        at = "; waiting there: " + ", ".join(f"{n} at {e}" for e, n in sorted(waiting.items())) if waiting else ""
+        lines.append(f"early stopping: {state.scheduler}, rungs at epochs {', '.join(map(str, state.rungs))}{at}")
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         lines.append(

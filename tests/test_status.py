@@ -76,6 +76,19 @@ def test_the_time_since_the_sweep_started_is_said_as_such():
     assert "started 1 h 37 min ago" in status.text(state) and "elapsed" not in status.text(state)
 
 
+def test_the_rungs_and_the_trials_waiting_at_them_are_shown():
+    sweep = Sweep("synthetic")  # the demo: rungs at 1, 3, 9 and 27
+    state = state_of(sweep, running_epochs=[1, 1, 9, 5], pending=0, created=24)
+    for entry in state.running[:3]:
+        entry["waiting"] = True
+    state.scheduler, state.rungs = "promotion", [1, 3, 9, 27]
+    shown = status.text(state)
+    assert "early stopping: promotion, rungs at epochs 1, 3, 9, 27; waiting there: 2 at 1, 1 at 9" in shown
+    assert "  waiting t2: epoch 9/30" in shown and "  running t3: epoch 5/30" in shown
+    state.running[0]["waiting"] = state.running[1]["waiting"] = state.running[2]["waiting"] = False
+    assert "rungs at epochs 1, 3, 9, 27\n" in status.text(state)  # nobody waits: no list
+
+
 def state_with(state: status.Status, least: float, most: float) -> status.Status:
     state.left_min_s, state.left_s = least, most
     return state
