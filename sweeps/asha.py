@@ -46,6 +46,11 @@ def rungs(sweep) -> list[int]:
     return [grace * factor**k for k in range(count)]
 
 
+def rungs_before_budget(sweep) -> list[int]:
+    """The rungs at which a trial may stop or wait early (at its budget a trial ends anyway)."""
+    return [rung for rung in rungs(sweep) if rung < sweep.budget]
+
+
 class ResumableASHA(ASHAScheduler):
     pauses = False
 

@@ -181,7 +181,7 @@ EXPERIMENTS = {
             optuna_ranges={"hidden_size": Range("int", 10, 49)},
             presets={
                 # The demo: the study's 10,000 signals, enough epochs for the best trial to learn the dip, early
-                # stopping at rungs 1, 4 and 16 (the grid's best leads from its first epoch: docs/performance.md),
+                # stopping at rungs 1, 3, 9 and 27 (the grid's best leads from its first epoch: docs/performance.md),
                 # checkpoints only every 10 (each costs about a quarter epoch).
                 "quick": Preset(epochs=30, grace_period=1, checkpoint_every=10),
                 "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),

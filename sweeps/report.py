@@ -168,7 +168,7 @@ def _early_stopping(sweep: Sweep, trials: pd.DataFrame) -> str:
     stopped = trials[trials.stopped_early]
     left = stopped["config/epochs"] - stopped.epochs
     seconds = (left * stopped.wall_time_s / stopped.epochs.clip(lower=1)).sum()  # at each trial's own pace
-    rungs = ", ".join(str(rung) for rung in asha.rungs(sweep) if rung < sweep.budget)  # (a trial ends at its budget)
+    rungs = ", ".join(map(str, asha.rungs_before_budget(sweep)))
     return (
         f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}, "
         f"each passing 1/{sweep.reduction_factor} of its trials on. "

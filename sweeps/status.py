@@ -78,7 +78,7 @@ def read(sweep_dir: str) -> Status:
         sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials)
     )
     if sweep.early_stop:
-        state.scheduler, state.rungs = sweep.scheduler, [r for r in asha.rungs(sweep) if r < sweep.budget]
+        state.scheduler, state.rungs = sweep.scheduler, asha.rungs_before_budget(sweep)
     if trials.empty:
         return state
     swept = [name for name in sweep.swept() if f"config/{name}" in trials]

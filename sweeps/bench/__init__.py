@@ -6,9 +6,9 @@
 It prints a table (one row per quantity: measure, quantity, value, target, whether it holds, detail) and writes
 `OUT/bench.parquet` (the same rows), `OUT/machine.json` (CPU, cores, versions, GPU, load average) and, under
 `OUT/sweeps/`, the sweeps it ran, with Ray's output in `OUT/ray.log`. The measures, in the order of `MEASURES`, each
-described in its module: trainer overhead, trial overhead, parallel efficiency, threads, early stopping (each scheduler in each order of the grid), memory, loggers
-(what each opt-in logger adds per reported epoch), pixel (the pixel-by-pixel MNIST model's step time: precisions,
-threads, a projected epoch), precision parity (bf16's accuracy against fp32's, over fp32's own noise between seeds)
+described in its module: trainer overhead, trial overhead, parallel efficiency, threads, early stopping (each
+scheduler in each order of the grid), memory, loggers (what each opt-in logger adds per reported epoch), pixel (the
+pixel-by-pixel MNIST model's step time: precisions, threads, a projected epoch), precision parity (bf16's accuracy against fp32's, over fp32's own noise between seeds)
 and, with `device="cuda"` only, GPU packing. On "cuda" the bench runs only the measures written for a GPU.
 
 Run it through the command line, which keeps the Ray it starts on 127.0.0.1 (`keep_ray_local`), as for every

@@ -24,9 +24,8 @@ def run(bench: Bench) -> list[Row]:
         sweep = synthetic_sweep("quick", epochs=epochs_each, grace_period=grace, scheduler=scheduler, order=order)
         result = run_sweep(sweep, bench.out, f"early-stop-{scheduler}-{order}")
         epochs, best = result.trials.epochs.sum(), _best(collect, result)
-        judged = (
-            scheduler == DEFAULT_SCHEDULER
-        )  # the default holds the targets; the others are what it is measured against
+        # The default holds the targets; the others are what it is measured against.
+        judged = scheduler == DEFAULT_SCHEDULER
         what = f"{scheduler}, {order} order"
         rows += [
             bench.row(
