@@ -70,11 +70,16 @@ class LayerNormLSTM(nn.Module):
 
 
 def check(
-    encoder_cell: str = "lstm", gate_bias: str = "default", recurrent_init: str = "default", steps: int | None = None
+    encoder_cell: str = "lstm",
+    gate_bias: str = "default",
+    recurrent_init: str = "default",
+    steps: int | None = None,
+    decoder_cell: str = "lstm",
 ) -> None:
     """ValueError naming the option, where a choice is not one of the known ones."""
     for name, value, choices in (
         ("encoder_cell", encoder_cell, CELLS),
+        ("decoder_cell", decoder_cell, CELLS),
         ("gate_bias", gate_bias, GATE_BIASES),
         ("recurrent_init", recurrent_init, RECURRENT_INITS),
     ):

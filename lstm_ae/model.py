@@ -1,21 +1,36 @@
-"""The LSTM autoencoder: encode a sequence into z, decode z repeated T times, reconstruct every step.
+"""The LSTM autoencoder: encode a sequence into z, decode z at each of the T steps, reconstruct every step.
 
 model = LSTMAutoencoder(input_size=1, hidden_size=40)              # reconstruction only
 model = LSTMAutoencoder(28, 64, num_classes=10)                    # + a classifier on z
 model = LSTMAutoencoder(1, 60, predict_next=True)                  # + a causal next-step predictor
 model = LSTMAutoencoder(1, 64, num_classes=10, encoder_cell="layernorm", gate_bias="chrono", steps=784)
+model = LSTMAutoencoder(1, 128, num_classes=10, decoder_input="position", steps=784)  # + where each step is
 out = model(x)          # out.reconstruction (N, T, F), out.logits (N, C), out.prediction (N, T, F)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lstm_ae import cells
+
+DECODER_INPUTS = ("repeat", "position")
+
+
+def position_code(steps: int) -> torch.Tensor:
+    """(steps, 2w) one-hots of t // w and t % w, w = ceil(sqrt(steps)): for MNIST's 784 pixels the row and the
+    column. The same for every sequence, so it tells the decoder where it is and nothing about the input: every
+    bit of the sequence still has to pass through z. A decoder fed z alone at every step tends to give one
+    output at every step (the per-step mean at best); one that knows its step can draw a different one at each."""
+    width = math.isqrt(steps - 1) + 1
+    t = torch.arange(steps)
+    return torch.cat([F.one_hot(t // width, width), F.one_hot(t % width, width)], dim=1).float()
 
 
 @dataclass(frozen=True)
@@ -26,8 +41,10 @@ class ModelConfig:
     num_layers: int = 1  # stacked LSTM layers in the encoder and in the decoder
     num_classes: int = 0  # > 0 adds a linear classifier on z
     predict_next: bool = False  # adds a linear predictor of x[t+1] on the encoder's output at t
-    # The recipe (lstm_ae.cells): the encoder's cell, and how both LSTMs start.
+    # The recipe (lstm_ae.cells): each LSTM's cell, what the decoder reads, and how both LSTMs start.
     encoder_cell: str = "lstm"  # "lstm" (nn.LSTM, fused kernels) or "layernorm" (LayerNormLSTM)
+    decoder_cell: str = "lstm"
+    decoder_input: str = "repeat"  # "repeat": z at every step (the study's); "position": z and where the step is
     gate_bias: str = "default"  # "default" (PyTorch's), "forget1" or "chrono"
     recurrent_init: str = "default"  # "default" (PyTorch's) or "orthogonal"
     steps: int | None = None  # the sequence length: chrono's longest timescale
@@ -39,7 +56,11 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be 0 (no classifier) or more, got {self.num_classes}")
-        cells.check(self.encoder_cell, self.gate_bias, self.recurrent_init, self.steps)
+        cells.check(self.encoder_cell, self.gate_bias, self.recurrent_init, self.steps, self.decoder_cell)
+        if self.decoder_input not in DECODER_INPUTS:
+            raise ValueError(f"decoder_input must be one of {', '.join(DECODER_INPUTS)}, got {self.decoder_input!r}")
+        if self.decoder_input == "position" and (self.steps is None or self.steps < 1):
+            raise ValueError(f"decoder_input 'position' needs the sequence length: steps >= 1, got {self.steps}")
 
 
 class Output(NamedTuple):
@@ -49,42 +70,27 @@ class Output(NamedTuple):
 
 
 class LSTMAutoencoder(nn.Module):
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int | None = None,
-        num_layers: int = 1,
-        num_classes: int = 0,
-        predict_next: bool = False,
-        encoder_cell: str = "lstm",
-        gate_bias: str = "default",
-        recurrent_init: str = "default",
-        steps: int | None = None,
-    ):
+    def __init__(self, input_size: int, hidden_size: int, **options):
+        """`options`: the other fields of ModelConfig, by name."""
         super().__init__()
-        self.config = ModelConfig(
-            input_size,
-            hidden_size,
-            output_size,
-            num_layers,
-            num_classes,
-            predict_next,
-            encoder_cell,
-            gate_bias,
-            recurrent_init,
-            steps,
-        )
-        output_size = output_size or input_size
-        self.encoder = cells.make_lstm(encoder_cell, input_size, hidden_size, num_layers)
-        self.decoder = nn.LSTM(hidden_size, hidden_size, num_layers, batch_first=True)
+        self.config = config = ModelConfig(input_size, hidden_size, **options)
+        output_size = config.output_size or input_size
+        self.encoder = cells.make_lstm(config.encoder_cell, input_size, hidden_size, config.num_layers)
+        if config.decoder_input == "position":
+            # A buffer, not a parameter: it is fixed, and checkpoints of the study's decoder stay loadable as they are.
+            self.register_buffer("position", position_code(config.steps), persistent=False)
+            decoder_input_size = hidden_size + self.position.shape[1]
+        else:
+            self.position = None
+            decoder_input_size = hidden_size
+        self.decoder = cells.make_lstm(config.decoder_cell, decoder_input_size, hidden_size, config.num_layers)
         for lstm in (self.encoder, self.decoder):
-            cells.initialise(lstm, gate_bias, recurrent_init, steps)
+            cells.initialise(lstm, config.gate_bias, config.recurrent_init, config.steps)
         self.reconstruct = nn.Linear(hidden_size, output_size)
-        self.classifier = nn.Linear(hidden_size, num_classes) if num_classes else None
+        self.classifier = nn.Linear(hidden_size, config.num_classes) if config.num_classes else None
         # On the encoder's outputs, which at step t have seen x[:t+1] only; the decoder's have seen z,
         # hence the whole sequence, so a predictor there would see the answer.
-        self.predictor = nn.Linear(hidden_size, output_size) if predict_next else None
+        self.predictor = nn.Linear(hidden_size, output_size) if config.predict_next else None
 
     @classmethod
     def from_config(cls, config: ModelConfig | dict, seed: int | None = None) -> LSTMAutoencoder:
@@ -99,12 +105,21 @@ class LSTMAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> Output:
         encoded, (hidden, _) = self.encoder(x)
         z = hidden[-1]  # last hidden state of the top layer: (N, hidden)
-        decoded, _ = self.decoder(z.unsqueeze(1).expand(-1, x.shape[1], -1))
+        decoded, _ = self.decoder(self._decoder_inputs(z, x.shape[1]))
         return Output(
             reconstruction=torch.tanh(self.reconstruct(decoded)),
             logits=self.classifier(z) if self.classifier is not None else None,
             prediction=self.predictor(encoded) if self.predictor is not None else None,
         )
+
+    def _decoder_inputs(self, z: torch.Tensor, steps: int) -> torch.Tensor:
+        repeated = z.unsqueeze(1).expand(-1, steps, -1)
+        if self.position is None:
+            return repeated
+        if steps != len(self.position):
+            raise ValueError(f"this model's decoder knows {len(self.position)} positions, the input has {steps} steps")
+        position = self.position.to(z.dtype).unsqueeze(0).expand(len(z), -1, -1)
+        return torch.cat([repeated, position], dim=2)
 
     @torch.no_grad()
     def roll_forward(self, observed: torch.Tensor, steps: int) -> torch.Tensor:

@@ -132,6 +132,17 @@ def evaluate(
     return totals.means()
 
 
+def per_step_mean(train: Split) -> torch.Tensor:
+    """(T, F): the training split's mean at each step (for MNIST, the mean image): the best reconstruction that
+    knows nothing of the sequence at hand, the baseline a reconstruction must beat to have learned anything."""
+    return train.x.float().mean(dim=0)
+
+
+def baseline_mse(train: Split, split: Split) -> float:
+    """The MSE of drawing `train`'s per-step mean for every sequence of `split`."""
+    return float(F.mse_loss(per_step_mean(train).expand_as(split.x), split.x.float()))
+
+
 def _errors_in_original_units(out: Output, x: torch.Tensor, normalizer, rows: slice) -> dict:
     def original(values: torch.Tensor) -> torch.Tensor:
         return normalizer.invert(values.float().cpu(), rows)  # the normaliser's parameters live on the CPU

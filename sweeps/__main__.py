@@ -164,6 +164,7 @@ def evaluate_checkpoint(args) -> None:
     import json
 
     from sweeps import evaluate
+    from sweeps.evaluate import BASELINE_SAID
 
     trained = evaluate.load(args.checkpoint)
     splits = evaluate.splits_of(trained, args.data)
@@ -183,6 +184,7 @@ def evaluate_checkpoint(args) -> None:
     print(f"  under {args.precision} (trained in {evaluate.trained_precision(trained)})")
     for name, value in metrics.items():
         print(f"  {name:<18} {value:.6g}")
+    print(f"  ({BASELINE_SAID})")
 
 
 def show_status(args) -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 from lstm_ae.data import DataError, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.precision import PrecisionUnavailable
-from lstm_ae.train import evaluate
+from lstm_ae.train import baseline_mse, evaluate
 from sweeps import checkpoints, storage
 from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES
 
 SPLITS = ("test", "val")
+BASELINE_SAID = "baseline_mse: every sequence drawn as the training split's per-step mean (MNIST: the mean image)"
 
 
 class EvaluationError(ValueError):
@@ -116,17 +117,19 @@ def _check_shape(trained: Trained, splits: Splits, path) -> None:
 
 def metrics(trained: Trained, splits: Splits, split: str = "test", precision: str = "fp32") -> dict:
     """The checkpoint's metrics on `split` ("test" or "val") under `precision`: fp32 unless asked, whatever the
-    checkpoint was trained in, so that every machine gets the same figures (bf16 needs hardware many lack)."""
+    checkpoint was trained in, so that every machine gets the same figures (bf16 needs hardware many lack); and
+    `baseline_mse`, the MSE of the training split's per-step mean (the mean image), which `mse` must beat."""
     if split not in SPLITS:
         raise EvaluationError(f"unknown --split {split!r}: choose {' or '.join(SPLITS)}")
     hp = trained.hyperparameters
     normalizer = splits.meta.get("normalizer", {}).get(split)
     try:
-        return evaluate(
+        measured = evaluate(
             trained.model, getattr(splits, split), hp.get("recon_weight", 0.5), normalizer, precision=precision
         )
     except PrecisionUnavailable as error:
         raise EvaluationError(f"--precision {precision}: {error}") from None
+    return {**measured, "baseline_mse": baseline_mse(splits.train, getattr(splits, split))}
 
 
 def trained_precision(trained: Trained) -> str:

@@ -252,16 +252,19 @@ def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance:
 def reconstructions(
     originals: np.ndarray,
     reconstructed: np.ndarray,
+    baseline: np.ndarray,
     labels: list[str],
     ylabel: str,
     title: str,
     xlabel: str = "time step",
 ) -> plt.Figure:
-    """Original (solid) and reconstruction (dashed) of a few sequences, one panel each."""
+    """Original (solid) and reconstruction (dashed) of a few sequences, one panel each, beside the baseline
+    (dotted: the training split's per-step mean, the best guess that knows nothing of the sequence)."""
     figure, axes = _subplots(len(originals), 1, figsize=(SIZE[0], 2 * len(originals)), sharex=True)
-    for ax, original, recon, label in zip(np.atleast_1d(axes), originals, reconstructed, labels):
+    for ax, original, recon, mean, label in zip(np.atleast_1d(axes), originals, reconstructed, baseline, labels):
         ax.plot(original, linestyle="-", color="black", label="original")
         ax.plot(recon, linestyle="--", color="0.45", label="reconstruction")
+        ax.plot(mean, linestyle=":", color="0.6", label="per-step mean (baseline)")
         ax.set(title=label, ylabel=ylabel)
         ax.legend(loc="best")
     np.atleast_1d(axes)[-1].set_xlabel(xlabel)
@@ -269,19 +272,27 @@ def reconstructions(
     return figure
 
 
-def digits(originals: np.ndarray, reconstructed: np.ndarray, labels: list[str]) -> plt.Figure:
-    """Test digits (28 x 28) drawn at random: originals above their reconstructions."""
+def digits(originals: np.ndarray, reconstructed: np.ndarray, mean_image: np.ndarray, labels: list[str]) -> plt.Figure:
+    """Test digits (28 x 28) drawn at random, originals above their reconstructions, and in the last column the
+    baseline: the training split's mean image, what a reconstruction that learned nothing of the digit draws."""
     n = len(originals)
-    figure, axes = _subplots(2, n, figsize=(SIZE[0], SIZE[0] * 2.4 / n))
+    figure, axes = _subplots(2, n + 1, figsize=(SIZE[0], SIZE[0] * 2.4 / (n + 1)))
     for i in range(n):
         for row, images in enumerate((originals, reconstructed)):
-            axes[row, i].imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
-            axes[row, i].set_xticks([]), axes[row, i].set_yticks([])
+            _image(axes[row, i], images[i])
         axes[0, i].set_title(labels[i], fontsize=8)
+    axes[0, n].set_axis_off()
+    _image(axes[1, n], mean_image)
+    axes[1, n].set_title("mean image\n(baseline)", fontsize=8)
     axes[0, 0].set_ylabel("original")
     axes[1, 0].set_ylabel("reconstruction")
-    figure.suptitle("test digits: originals (top) and reconstructions (bottom)")
+    figure.suptitle("test digits: originals (top) and reconstructions (bottom); the baseline, the mean image")
     return figure
+
+
+def _image(ax, pixels: np.ndarray) -> None:
+    ax.imshow(pixels.reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_xticks([]), ax.set_yticks([])
 
 
 def confusion(matrix: np.ndarray, accuracy: float) -> plt.Figure:

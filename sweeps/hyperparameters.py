@@ -8,15 +8,24 @@ from __future__ import annotations
 import dataclasses
 
 from lstm_ae.cells import CELLS, GATE_BIASES, RECURRENT_INITS
-from lstm_ae.model import ModelConfig
+from lstm_ae.model import DECODER_INPUTS, ModelConfig
 from lstm_ae.precision import PRECISIONS
 from lstm_ae.train import SCHEDULES, Hyperparameters
 
-MODEL = ("hidden_size", "encoder_cell", "gate_bias", "recurrent_init")  # fields of ModelConfig
+MODEL = (  # fields of ModelConfig
+    "hidden_size",
+    "encoder_cell",
+    "decoder_cell",
+    "decoder_input",
+    "gate_bias",
+    "recurrent_init",
+)
 TRAINING = ("batch_size", "lr", "grad_clip", "recon_weight", "schedule", "precision")  # fields of Hyperparameters
 NAMES = MODEL + TRAINING
 CHOICES = {
     "encoder_cell": CELLS,
+    "decoder_cell": CELLS,
+    "decoder_input": DECODER_INPUTS,
     "gate_bias": GATE_BIASES,
     "recurrent_init": RECURRENT_INITS,
     "schedule": SCHEDULES,

@@ -204,6 +204,8 @@ def _best_section(ctx: Context, test: dict) -> str:
             "| --- | --- |",
             rows,
             "",
+            f"({evaluate.BASELINE_SAID}: a reconstruction's `mse` must beat it to have learned anything.)",
+            "",
             "Evaluate that checkpoint again (paths relative to the folder the report was written from):",
             "",
             f"    {evaluate_command(ctx.trained.path, ctx.sweep.data)}",

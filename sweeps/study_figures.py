@@ -14,6 +14,7 @@ import torch
 from lstm_ae.data import DataError, Splits, snp500
 from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
+from lstm_ae.train import per_step_mean
 from sweeps import evaluate, figures, storage
 from sweeps.sweep import Sweep
 
@@ -113,15 +114,22 @@ def reconstructions(ctx: Context) -> list:
     rows = ctx.pick(3)
     x = ctx.splits.test.x[rows]
     recon = ctx.forward(x).reconstruction
+    baseline = per_step_mean(ctx.splits.train).expand_as(x)
     figure = figures.reconstructions(
         x[..., 0].numpy(),
         recon[..., 0].numpy(),
+        baseline[..., 0].numpy(),
         [f"test signal {int(r)}" for r in rows],
         "value",
         "test signals and their reconstructions by the best model",
     )
     return [
-        ctx.save(figure, "reconstructions", "Three test signals (solid) and the best model's reconstructions (dashed).")
+        ctx.save(
+            figure,
+            "reconstructions",
+            "Three test signals (solid), the best model's reconstructions (dashed) and the training signals' "
+            "per-step mean (dotted), the baseline.",
+        )
     ]
 
 
@@ -132,9 +140,10 @@ def digit_images(ctx: Context) -> list:
     labels = [f"digit {int(y)}" for y in ctx.splits.test.y[rows]]
     return [
         ctx.save(
-            figures.digits(x.numpy(), recon.numpy(), labels),
+            figures.digits(x.numpy(), recon.numpy(), per_step_mean(ctx.splits.train).numpy(), labels),
             "digits",
-            "Test digits drawn at random: originals above the best model's reconstructions.",
+            "Test digits drawn at random: originals above the best model's reconstructions; last, the training "
+            "digits' mean image, the baseline.",
         )
     ]
 
@@ -176,10 +185,12 @@ def stock_reconstructions(ctx: Context) -> list:
     normalizer = normalizer_of(ctx.splits, "test")
     dollars = normalizer.invert(x, rows)[..., 0].numpy()
     recon = normalizer.invert(ctx.forward(x).reconstruction, rows)[..., 0].numpy()
+    baseline = normalizer.invert(per_step_mean(ctx.splits.train).expand_as(x), rows)[..., 0].numpy()
     labels = [_sequence_label(ctx.splits, int(row)) for row in rows]
     figure = figures.reconstructions(
         dollars,
         recon,
+        baseline,
         labels,
         "price (USD)",
         "test stocks and their reconstructions, in dollars",
@@ -189,7 +200,8 @@ def stock_reconstructions(ctx: Context) -> list:
         ctx.save(
             figure,
             "stock_reconstructions",
-            "Three test stocks' daily highs (solid) and the best model's reconstructions (dashed), in dollars.",
+            "Three test stocks' daily highs (solid), the best model's reconstructions (dashed) and the training "
+            "sequences' per-step mean (dotted, the baseline, in each stock's own scale), in dollars.",
         )
     ]
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sweeps.experiments import EXPERIMENTS
 from tests.precisions import LOW
 from tests.sweeping import checkpoint_dirs, sweeps_cli, trial_dirs
 
@@ -44,20 +45,28 @@ def classified(tmp_path_factory, mnist_root):
 
 
 def test_a_checkpoint_evaluates_to_the_reports_figures_as_json(classified):
-    root, _, checkpoint = classified
+    root, data, checkpoint = classified
     done = sweeps_cli("evaluate", checkpoint / "model.pt", "--json")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
-    assert set(metrics) == {"loss", "mse", "ce", "accuracy", "precision"} and 0 <= metrics["accuracy"] <= 1
-    assert metrics["precision"] == "fp32"
+    assert set(metrics) == {"loss", "mse", "ce", "accuracy", "baseline_mse", "precision"}
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["precision"] == "fp32"
+    # The baseline: the training digits' mean image drawn for every test digit, recomputed here from the data.
+    record = torch.load(checkpoint / "model.pt", weights_only=True)["data"]
+    splits = EXPERIMENTS[record["experiment"]].load(data, record["seed"], record["preset"])
+    mean_image = splits.train.x.mean(0)
+    assert metrics["baseline_mse"] == pytest.approx(float(((splits.test.x - mean_image) ** 2).mean()), rel=1e-5)
     report = (root / "rows" / "report.md").read_text()
     assert f"| accuracy | {metrics['accuracy']:.6g} |" in report
+    assert f"| baseline_mse | {metrics['baseline_mse']:.6g} |" in report and "the mean image" in report
     text = sweeps_cli("evaluate", checkpoint, "--split", "val")  # the folder works as well as its model.pt
     kept = torch.load(checkpoint / "model.pt", weights_only=True)["best"]["epoch"]
     assert (
         text.returncode == 0
         and f"mnist-rows-classify, epoch {kept}" in text.stdout
         and "on the val split" in text.stdout
+        and "baseline_mse" in text.stdout
+        and "mean image" in text.stdout
     )
 
 

@@ -1,7 +1,11 @@
+from dataclasses import asdict
+
 import pytest
 import torch
+from torch import nn
 
-from lstm_ae.model import LSTMAutoencoder, ModelConfig
+from lstm_ae.cells import LayerNormLSTM
+from lstm_ae.model import LSTMAutoencoder, ModelConfig, position_code
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -60,3 +64,58 @@ def test_impossible_shapes_are_refused(field, value):
     kwargs = {"input_size": 1, "hidden_size": 4, field: value}
     with pytest.raises(ValueError, match=field):
         LSTMAutoencoder(**kwargs)
+
+
+def test_position_code_tells_every_step_apart_and_is_the_row_and_column_of_mnists_pixels():
+    code = position_code(784)
+    assert code.shape == (784, 56) and torch.equal(code.sum(1), torch.full((784,), 2.0))
+    row, column = code[:, :28].argmax(1), code[:, 28:].argmax(1)
+    assert torch.equal(row * 28 + column, torch.arange(784))
+    for steps in (1, 2, 28, 50, 53):  # every length: each step has its own code
+        assert len(set(map(tuple, position_code(steps).tolist()))) == steps
+
+
+@pytest.mark.parametrize("decoder_cell", ["lstm", "layernorm"])
+def test_the_decoder_options_build_what_they_claim(decoder_cell):
+    x = torch.rand(3, 50, 1)
+    repeat = LSTMAutoencoder(1, 8, decoder_cell=decoder_cell, steps=50)
+    position = LSTMAutoencoder(1, 8, decoder_cell=decoder_cell, decoder_input="position", steps=50)
+    kind = LayerNormLSTM if decoder_cell == "layernorm" else nn.LSTM
+    assert isinstance(repeat.decoder, kind) and isinstance(position.decoder, kind)
+    assert position(x).reconstruction.shape == repeat(x).reconstruction.shape == (3, 50, 1)
+    # The study's decoder reads z alone; with a position it reads z and 2 x 8 one-hots (50 steps: 7 x 8).
+    assert repeat._decoder_inputs(torch.rand(3, 8), 50).shape == (3, 50, 8)
+    inputs = position._decoder_inputs(torch.rand(3, 8), 50)
+    assert inputs.shape == (3, 50, 24) and torch.equal(inputs[0, :, 8:], position_code(50))
+
+
+def test_the_position_carries_nothing_about_the_input():
+    # Two inputs with the same z decode alike: the position is the same for every sequence.
+    model = LSTMAutoencoder(1, 8, decoder_input="position", steps=20)
+    z = torch.rand(1, 8).expand(2, -1)
+    decoded, _ = model.decoder(model._decoder_inputs(z, 20))
+    assert torch.equal(decoded[0], decoded[1])
+    with pytest.raises(ValueError, match="knows 20 positions, the input has 21 steps"):
+        model(torch.rand(2, 21, 1))
+
+
+def test_the_decoder_options_are_checked_and_kept_in_the_config():
+    with pytest.raises(ValueError, match="decoder_cell must be one of lstm, layernorm"):
+        LSTMAutoencoder(1, 4, decoder_cell="gru")
+    with pytest.raises(ValueError, match="decoder_input must be one of repeat, position"):
+        LSTMAutoencoder(1, 4, decoder_input="noise")
+    with pytest.raises(ValueError, match="decoder_input 'position' needs the sequence length"):
+        LSTMAutoencoder(1, 4, decoder_input="position")
+    model = LSTMAutoencoder(1, 8, decoder_cell="layernorm", decoder_input="position", gate_bias="chrono", steps=30)
+    rebuilt = LSTMAutoencoder.from_config(asdict(model.config))
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(2, 30, 1)
+    assert rebuilt.config == model.config and torch.equal(rebuilt(x).reconstruction, model(x).reconstruction)
+
+
+def test_a_checkpoint_of_the_studys_decoder_loads_as_it_did():
+    # Configs saved before the decoder options existed have neither field: they build the study's decoder.
+    saved = {"input_size": 1, "hidden_size": 8, "num_classes": 10, "steps": 30}
+    model = LSTMAutoencoder.from_config(saved)
+    assert model.config.decoder_cell == "lstm" and model.config.decoder_input == "repeat"
+    assert "position" not in model.state_dict()  # the position code is rebuilt, never stored

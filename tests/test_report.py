@@ -146,10 +146,15 @@ def test_best_checkpoint_is_chosen_on_the_metric(tmp_path, capsys):
         (
             "reconstructions",
             lambda: figures.reconstructions(
-                np.random.rand(3, 20), np.random.rand(3, 20), ["a", "b", "c"], "value", "t"
+                np.random.rand(3, 20), np.random.rand(3, 20), np.random.rand(3, 20), ["a", "b", "c"], "value", "t"
             ),
         ),
-        ("digits", lambda: figures.digits(np.random.rand(4, 28, 28), np.random.rand(4, 28, 28), ["1", "2", "3", "4"])),
+        (
+            "digits",
+            lambda: figures.digits(
+                np.random.rand(4, 28, 28), np.random.rand(4, 28, 28), np.random.rand(28, 28), ["1", "2", "3", "4"]
+            ),
+        ),
         ("confusion", lambda: figures.confusion(np.eye(10, dtype=int) * 5, 1.0)),
         (
             "prices",

@@ -7,7 +7,7 @@ import torch
 from lstm_ae import precision, train
 from lstm_ae.data import Split, Splits, mnist, synthetic
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import PLATEAU_PATIENCE, direction, evaluate, fit, losses
+from lstm_ae.train import PLATEAU_PATIENCE, baseline_mse, direction, evaluate, fit, losses, per_step_mean
 from tests.precisions import LOW, bf16_or_refused
 
 
@@ -248,3 +248,11 @@ def test_a_wrongly_typed_hyperparameter_is_named():
 
     with pytest.raises(TypeError, match="lr must be a number, got 'fast'"):
         Hyperparameters(epochs=1, batch_size=32, lr="fast")
+
+
+def test_the_baseline_is_the_training_splits_per_step_mean():
+    train = Split(torch.tensor([[[0.0], [2.0]], [[2.0], [4.0]]]))  # per-step mean: 1, 3
+    other = Split(torch.tensor([[[1.0], [3.0]], [[3.0], [3.0]]]))
+    assert torch.equal(per_step_mean(train), torch.tensor([[1.0], [3.0]]))
+    assert baseline_mse(train, other) == pytest.approx((0 + 0 + 4 + 0) / 4)
+    assert baseline_mse(train, train) == pytest.approx(1.0)  # its own variance per step
