@@ -24,7 +24,9 @@ from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES
 
 SPLITS = ("test", "val")
-BASELINE_SAID = "baseline_mse: every sequence drawn as the training split's per-step mean (MNIST: the mean image)"
+BASELINE_SAID = (
+    "baseline_mse: the MSE of drawing every sequence as the training split's per-step mean, for MNIST the mean image"
+)
 
 
 class EvaluationError(ValueError):

@@ -99,7 +99,9 @@ class Sweep:
 
     def __post_init__(self):
         if self.reduction_factor is None:  # recorded as a number: a resume keeps it whatever later defaults say
-            self.reduction_factor = REDUCTION_FACTORS.get(self.scheduler)
+            entry = EXPERIMENTS.get(self.experiment)
+            preset = entry.presets.get(self.preset) if entry else None
+            self.reduction_factor = (preset and preset.reduction_factor) or REDUCTION_FACTORS.get(self.scheduler)
 
     @property
     def entry(self) -> Experiment:
@@ -329,7 +331,7 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
     else:
         if sweep.scheduler != defaults.scheduler:
             words += ["--scheduler", sweep.scheduler]
-        if sweep.reduction_factor != REDUCTION_FACTORS.get(sweep.scheduler):
+        if sweep.reduction_factor != Sweep(sweep.experiment, sweep.preset, scheduler=sweep.scheduler).reduction_factor:
             words += ["--reduction-factor", str(sweep.reduction_factor)]
     if sweep.order != defaults.order:
         words += ["--order", sweep.order]

@@ -77,16 +77,16 @@ def test_the_time_since_the_sweep_started_is_said_as_such():
 
 
 def test_the_rungs_and_the_trials_waiting_at_them_are_shown():
-    sweep = Sweep("synthetic")  # the demo: rungs at 1, 3, 9 and 27
-    state = state_of(sweep, running_epochs=[1, 1, 9, 5], pending=0, created=24)
+    sweep = Sweep("synthetic")  # the demo: rungs at 1, 4 and 16, 24 epochs
+    state = state_of(sweep, running_epochs=[1, 1, 16, 5], pending=0, created=24)
     for entry in state.running[:3]:
         entry["waiting"] = True
-    state.scheduler, state.rungs = "promotion", [1, 3, 9, 27]
+    state.scheduler, state.rungs = "promotion", [1, 4, 16]
     shown = status.text(state)
-    assert "early stopping: promotion, rungs at epochs 1, 3, 9, 27; waiting there: 2 at 1, 1 at 9" in shown
-    assert "  waiting t2: epoch 9/30" in shown and "  running t3: epoch 5/30" in shown
+    assert "early stopping: promotion, rungs at epochs 1, 4, 16; waiting there: 2 at 1, 1 at 16" in shown
+    assert "  waiting t2: epoch 16/24" in shown and "  running t3: epoch 5/24" in shown
     state.running[0]["waiting"] = state.running[1]["waiting"] = state.running[2]["waiting"] = False
-    assert "rungs at epochs 1, 3, 9, 27\n" in status.text(state)  # nobody waits: no list
+    assert "rungs at epochs 1, 4, 16\n" in status.text(state)  # nobody waits: no list
 
 
 def state_with(state: status.Status, least: float, most: float) -> status.Status:
