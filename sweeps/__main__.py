@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import signal
 import sys
 
 from lstm_ae.precision import PRECISIONS
@@ -12,7 +13,6 @@ from sweeps.sweep import DEFAULT_SCHEDULER, ORDERS, REDUCTION_FACTORS, SCHEDULER
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
 MACHINE_ERROR = 1  # the input was fine, the machine failed (disk full, storage gone)
-INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
     from sweeps.evaluate import EvaluationError
+    from sweeps.signals import exit_status
     from sweeps.storage import StorageError
     from sweeps.sweep import SweepError, SweepInterrupted, TrialsFailed
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepInterrupted as stop:
         _summary(stop.sweep_dir)
         print(f"sweeps: {stop}", file=sys.stderr)
-        return INTERRUPTED
+        return exit_status(stop.signal or signal.SIGINT)
     except (SweepError, EvaluationError, StorageError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -86,7 +87,7 @@ def _precisions_here() -> str:
 
 
 def run_sweep(args) -> None:
-    from sweeps import cluster, run
+    from sweeps import cluster, lock, run
     from sweeps.sweep import Sweep
 
     sweep = Sweep(
@@ -113,19 +114,22 @@ def run_sweep(args) -> None:
     cluster.check(args.address, sweep)  # the cluster, or this machine's resources and precisions: before any data
     sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
     run.claim(sweep, sweep_dir)
-    with cluster.ray_session(args.address):
+    with lock.hold(sweep_dir), cluster.ray_session(args.address):
         run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
     _finish(sweep_dir, args.no_report)
 
 
 def resume_sweep(args) -> None:
-    from sweeps import cluster, run, storage
+    from sweeps import cluster, lock, run, storage
+    from sweeps.sweep import load_sweep
 
     sweep_dir = storage.absolute(args.path)
-    resumable = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
-    cluster.check(args.address, resumable.sweep)
-    with cluster.ray_session(args.address):
-        sweep_dir = run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint)
+    load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
+    with lock.hold(sweep_dir):  # one driver at a time: refused before Ray starts where another holds it
+        resumable = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
+        cluster.check(args.address, resumable.sweep)
+        with cluster.ray_session(args.address):
+            sweep_dir = run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint)
     _finish(sweep_dir, args.no_report, args.data)
 
 

@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import asha, checkpoints, collect, evaluate, figures, hyperparameters, status, storage
+from sweeps import asha, checkpoints, collect, evaluate, figures, hyperparameters, lock, status, storage
 from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
 from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative, require_writable
@@ -81,7 +81,7 @@ def write_report(
     folder = storage.join(target, FIGURES)
     storage.make_dirs(folder)
     choices = collect.ranked(trials, entry.metric, entry.mode)
-    sections = [_header(sweep, trials)]
+    sections = [_header(sweep, trials, lock.holder(sweep_dir))]
     # A trial stopped before its first checkpoint has no model to evaluate: the best one that has a readable one.
     best, trained = _best_readable(choices, entry)
     if best is None:
@@ -128,7 +128,8 @@ def _context(sweep: Sweep, best: pd.Series, trained: evaluate.Trained, metrics: 
     return Context(sweep, best, history, trained, splits, folder, [])
 
 
-def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
+def _header(sweep: Sweep, trials: pd.DataFrame, driver: dict | None = None) -> str:
+    """`driver`: the lock record of the driver running the sweep now (sweeps.lock), if one is."""
     entry = sweep.entry
     counted = status.counts(trials)
     words = {
@@ -153,6 +154,11 @@ def _header(sweep: Sweep, trials: pd.DataFrame) -> str:
             f"Preset `{sweep.preset}`, {sweep.search} search, seed {sweep.seed}; the best trial is chosen on `{entry.metric}` ({entry.mode}).",
             "",
             _early_stopping(sweep, trials),
+            *(
+                ["", f"> Running now, driven by {lock.describe(driver)}: this report covers what has run so far."]
+                if driver
+                else []
+            ),
             "",
             "Reproduce with:",
             "",

@@ -29,10 +29,11 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from sweeps import asha, checkpoints, collect, storage
+from sweeps import asha, checkpoints, collect, lock, signals, storage
 from sweeps.errors import first_line
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
+    NAME_LENGTH,
     NAME_PATTERN,
     SWEEP_FILE,
     Sweep,
@@ -237,10 +238,13 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     check_loggers(sweep, remote="://" in storage_path)
     if sweep.data:
         sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
-    name = name or f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not NAME_PATTERN.match(name):
+    if name is None:
+        name = f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not NAME_PATTERN.match(name) or len(name) > NAME_LENGTH:
+        shown = name if len(name) <= NAME_LENGTH else f"{name[:20]}...({len(name)} characters)"
         raise SweepError(
-            f"sweep name {name!r} must be letters, digits, '.', '_' or '-' (no path): it names a folder under the storage path"
+            f"sweep name {shown!r} must be 1 to {NAME_LENGTH} letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (no path): it names one folder under the storage path"
         )
     storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
     sweep_dir = storage.join(storage.absolute(storage_path), name)
@@ -276,14 +280,18 @@ def run(sweep: Sweep, storage_path: str = "results", name: str | None = None) ->
     """Run a sweep to its end (Ray must be started) and write its tables; returns the sweep's folder."""
     sweep_dir, datasets = prepare(sweep, storage_path, name)
     claim(sweep, sweep_dir)
-    return run_tuner(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
+    with lock.hold(sweep_dir):
+        return run_tuner(make_tuner(sweep, datasets, sweep_dir), sweep_dir)
 
 
 def resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None) -> str:
     """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
     (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`); `data`: where
     the sweep's data is now, if it moved. Ray must be started."""
-    return continue_sweep(sweep_dir, prepare_resume(sweep_dir, on_corrupt_checkpoint, data), on_corrupt_checkpoint)
+    sweep_dir = storage.absolute(sweep_dir)
+    load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
+    with lock.hold(sweep_dir):
+        return continue_sweep(sweep_dir, prepare_resume(sweep_dir, on_corrupt_checkpoint, data), on_corrupt_checkpoint)
 
 
 class Resumable(NamedTuple):
@@ -341,11 +349,16 @@ def continue_sweep(sweep_dir: str, resumable: Resumable, on_corrupt_checkpoint: 
 
 
 def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:
-    """Run the Tuner and write the tables; SweepInterrupted where Ctrl-C stopped it first."""
+    """Run the Tuner and write the tables; SweepInterrupted where a signal (Ctrl-C, SIGTERM, SIGHUP) stopped it first."""
     tune_settings()
+    stop = signals.Stop()
     try:
-        with _ray_logs_in_brief():
-            tuner.fit()  # on Ctrl-C, Tune saves the experiment's state and returns
+        with _ray_logs_in_brief(), signals.stop_signals(stop):
+            tuner.fit()  # on a stop signal, Tune saves the experiment's state and returns
+    except KeyboardInterrupt:  # a signal before Tune's loop started: nothing of Tune's to save
+        with contextlib.suppress(Exception):
+            collect.write_tables(sweep_dir)
+        raise SweepInterrupted(sweep_dir, stop.signal) from None
     except BaseException:
         # The tables keep what ran; failing to write them (Ray may have written no state yet) must not hide why.
         with contextlib.suppress(Exception):
@@ -353,7 +366,7 @@ def run_tuner(tuner: tune.Tuner, sweep_dir: str) -> str:
         raise
     trials, _ = collect.write_tables(sweep_dir)  # interrupted or not, the tables cover what has run
     if len(trials) and trials.status.isin(collect.UNFINISHED).any():
-        raise SweepInterrupted(sweep_dir)
+        raise SweepInterrupted(sweep_dir, stop.signal)
     return sweep_dir
 
 

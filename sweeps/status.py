@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from sweeps import asha, collect, storage
+from sweeps import asha, collect, lock, storage
 from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
 
 
@@ -59,6 +59,7 @@ class Status:
     left_min_s: float | None = None  # at least: ASHA stopping every trial it may at its next rung
     scheduler: str = ""  # --scheduler, "" without early stopping
     rungs: list = field(default_factory=list)  # the epochs at which it may stop or pause a trial
+    driver: str | None = None  # "process N on HOST": the live driver running the sweep now (sweeps.lock), if any
 
     @property
     def done(self) -> bool:
@@ -79,6 +80,8 @@ def read(sweep_dir: str) -> Status:
     )
     if sweep.early_stop:
         state.scheduler, state.rungs = sweep.scheduler, asha.rungs_before_budget(sweep)
+    if held := lock.holder(sweep_dir):
+        state.driver = lock.describe(held)
     if trials.empty:
         return state
     swept = [name for name in sweep.swept() if f"config/{name}" in trials]
@@ -145,6 +148,10 @@ def text(state: Status) -> str:
         f"{state.sweep_dir}: {state.created} of {state.total} trials of {state.experiment} "
         f"({state.preset}, {state.search}): {counted}"
     ]
+    if state.driver:
+        lines.append(f"running now, driven by {state.driver}")
+    elif not state.done:
+        lines.append(f"no driver runs it now: continue it with `sweeps resume {state.sweep_dir}`")
     if state.scheduler:
         waiting = Counter(r["epoch"] for r in state.running if r["waiting"])
         at = "; waiting there: " + ", ".join(f"{n} at {e}" for e, n in sorted(waiting.items())) if waiting else ""

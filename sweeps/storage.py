@@ -103,6 +103,12 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
+def delete(location: str) -> None:
+    """Remove a file; FileNotFoundError where there is none."""
+    fs, path = _fs(location)
+    fs.delete_file(path)
+
+
 def make_dirs(location: str) -> None:
     fs, path = _fs(location)
     fs.create_dir(path, recursive=True)

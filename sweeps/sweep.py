@@ -44,6 +44,7 @@ REDUCTION_FACTORS = {"promotion": 3, "asha": 4}
 ORDERS = ("shuffled", "grid")
 SWEEP_FILE = "sweep.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_LENGTH = 128  # a folder name may have 255 bytes; Ray's paths inside it grow long enough already
 
 
 class SweepError(Exception):
@@ -62,11 +63,13 @@ def require_writable(folder: str, option: str) -> None:
 
 
 class SweepInterrupted(Exception):
-    """The sweep was stopped (Ctrl-C) with trials unfinished; its state and tables are saved: resume it."""
+    """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) with trials unfinished; its state and tables are saved:
+    resume it. `signal`: the signal that stopped it (None: SIGINT)."""
 
-    def __init__(self, sweep_dir: str):
+    def __init__(self, sweep_dir: str, signal: int | None = None):
         super().__init__(f"interrupted: continue with sweeps resume {sweep_dir}")
         self.sweep_dir = sweep_dir
+        self.signal = signal
 
 
 class TrialsFailed(Exception):

@@ -159,8 +159,8 @@ def test_data_is_built_once_per_value_of_the_data_hyperparameters(stocks_csv):
 
 
 def test_sweep_folder_names_stay_inside_storage(tmp_path):
-    for name in ("../x", "a/b", "/abs", ".hidden"):
-        with pytest.raises(SweepError, match="must be letters"):
+    for name in ("../x", "a/b", "/abs", ".hidden", "..", "", "x" * 129):
+        with pytest.raises(SweepError, match="must be 1 to 128 letters"):
             prepare(Sweep("synthetic"), str(tmp_path), name)
     assert not any(tmp_path.iterdir())
 

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -413,6 +414,42 @@ def test_ctrl_c_stops_the_sweep_saves_its_tables_and_says_how_to_resume(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(sweep_dir, 2)
     assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+
+
+@pytest.mark.parametrize(
+    "first, second, resume",
+    [(signal.SIGTERM, signal.SIGINT, True), (signal.SIGHUP, signal.SIGTERM, False)],
+    ids=["SIGTERM then Ctrl-C", "SIGHUP then SIGTERM"],
+)
+def test_a_termination_signal_stops_as_ctrl_c_does_and_a_second_one_waits(tmp_path, first, second, resume):
+    """What `timeout`, batch schedulers and Kubernetes send (SIGTERM), and a closed terminal (SIGHUP): Tune saves its
+    state, the tables are written, the last line says how to continue, the status is the shell's for that signal; a
+    second signal during that shutdown is told to wait and loses nothing."""
+    sweep_dir = tmp_path / "stopped"
+    log = tmp_path / "driver.log"
+    driver = start_driver(*run_args(sweep_dir, 40), log=log)
+    wait_for(lambda: mid_training(sweep_dir, 1), 180, "both trials to pass their first checkpoint", driver)
+    if resume:  # meanwhile, a second driver is refused before Ray starts, and status says who drives the sweep
+        second_driver = sweeps_cli("resume", sweep_dir, "--no-report")
+        assert second_driver.returncode == 2 and second_driver.stderr.count("\n") == 1, second_driver.stderr
+        assert f"is being driven by process {driver.pid} on {socket.gethostname()}" in second_driver.stderr
+        assert f"running now, driven by process {driver.pid}" in sweeps_cli("status", sweep_dir).stdout
+    driver.send_signal(first)
+    wait_for(lambda: "Stop signal received" in log.read_text(), 60, "Tune to take the stop", driver)
+    driver.send_signal(second)
+    assert driver.wait(timeout=120) == 128 + first, log.read_text()[-3000:]
+
+    text = log.read_text()
+    assert text.strip().splitlines()[-1] == f"sweeps: interrupted: continue with sweeps resume {sweep_dir}"
+    assert f"sweeps: already stopping ({second.name}): the state and tables are being saved" in text
+    assert "Traceback" not in text and "Aborted" not in text
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert len(trials) == 2 and (trials.epochs < 40).all()
+    if resume:
+        done = sweeps_cli("resume", sweep_dir, "--no-report")
+        assert done.returncode == 0, done.stderr[-3000:]
+        trials, _ = check_tables(sweep_dir, 2)  # every epoch recorded once
+        assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
 
 
 def test_optunas_study_survives_ctrl_c_and_resume(tmp_path):
