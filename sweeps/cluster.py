@@ -42,9 +42,42 @@ def check(address: str | None = None, sweep: Sweep | None = None) -> None:
         check_cluster(address, "--address")
     elif os.environ.get("RAY_ADDRESS"):
         check_cluster(os.environ["RAY_ADDRESS"], "RAY_ADDRESS in the environment")
-    elif sweep is not None:
-        _check_fits(sweep, machine_resources())  # a cluster may autoscale; this machine will not
-        _check_precisions(sweep)  # a cluster's trials check their own node: its head may be CPU-only
+    else:
+        check_temp_dir()
+        if sweep is not None:
+            _check_fits(sweep, machine_resources())  # a cluster may autoscale; this machine will not
+            _check_precisions(sweep)  # a cluster's trials check their own node: its head may be CPU-only
+
+
+# The longest Unix socket path Ray makes under its temporary folder (ray/_private/node.py: a session folder named
+# session_<date>_<microseconds>_<pid>, its sockets/plasma_store), and the longest such a path may be (108 bytes with
+# its terminating zero, ray/_private/utils.py validate_socket_filepath).
+RAY_SOCKET = os.path.join("ray", "session_2026-01-01_00-00-00_000000_4194304", "sockets", "plasma_store.9")
+SOCKET_PATH_MAX = 107
+
+
+def ray_temp_dir() -> tuple[str, str]:
+    """(the folder the embedded Ray will make its files and sockets in, what chose it), by Ray's own rule
+    (ray/_common/utils.py get_default_system_temp_dir): RAY_TMPDIR, else TMPDIR, else /tmp."""
+    for variable in ("RAY_TMPDIR", "TMPDIR"):
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    return "/tmp", "the default"
+
+
+def check_temp_dir() -> None:
+    """The embedded Ray's temporary folder is writable and short enough for its Unix sockets: Ray's own failures
+    there name neither the folder nor the variable."""
+    folder, chosen_by = ray_temp_dir()
+    fix = "set RAY_TMPDIR to a short writable folder, such as /tmp (Ray's files and sockets go there)"
+    longest = len(os.path.join(folder, RAY_SOCKET).encode())
+    if longest > SOCKET_PATH_MAX:
+        raise SweepError(
+            f"the temporary folder {folder} ({chosen_by}) is too long for the Unix sockets Ray makes in it "
+            f"({longest} bytes with Ray's own path under it, at most {SOCKET_PATH_MAX}): {fix}"
+        )
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise SweepError(f"the temporary folder {folder} ({chosen_by}) is not a writable folder: {fix}")
 
 
 def start_ray(address: str | None = None) -> None:

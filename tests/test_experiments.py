@@ -295,12 +295,25 @@ def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
         (["--cpus-per-trial", "512"], {}, "each trial asks for 512 CPUs but this machine has"),
         (["--seed", str(2**40)], {}, "--seed must be 0 to 2**32 - 1"),
         (["--precision", "fp16"], {}, "precision fp16 runs on CUDA GPUs only"),
+        ([], {"TMPDIR": "/tmp/" + "long" * 10}, "(TMPDIR) is too long for the Unix sockets Ray makes in it"),
+        ([], {"RAY_TMPDIR": "/nonexistent"}, "the temporary folder /nonexistent (RAY_TMPDIR) is not a writable folder"),
     ],
-    ids=["stale-RAY_ADDRESS", "port", "scheme", "inf-cpus", "too-many-cpus", "seed", "fp16-on-cpu"],
+    ids=[
+        "stale-RAY_ADDRESS",
+        "port",
+        "scheme",
+        "inf-cpus",
+        "too-many-cpus",
+        "seed",
+        "fp16-on-cpu",
+        "long-TMPDIR",
+        "missing-RAY_TMPDIR",
+    ],
 )
 def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(
     tmp_path, monkeypatch, capsys, args, env, message
 ):
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)  # the machine's own, which would take TMPDIR's place
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     storage_args = [] if "--storage" in args else ["--storage", str(tmp_path / "results")]
