@@ -140,7 +140,7 @@ def _header(sweep: Sweep, trials: pd.DataFrame, driver: dict | None = None) -> s
         "pending": "not started",
     }
     summary = ", ".join(f"{n} {words.get(what, what)}" for what, n in counted.items() if n)
-    planned = status.planned_trials(sweep)
+    planned = sweep.planned_trials()
     count = (
         f"{len(trials)} of {planned} trials"
         if len(trials) < planned

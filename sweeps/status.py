@@ -76,7 +76,7 @@ def read(sweep_dir: str) -> Status:
     trials, metrics = collect.collect(sweep_dir)
     entry = sweep.entry
     state = Status(
-        sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, planned_trials(sweep), counts(trials)
+        sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, sweep.planned_trials(), counts(trials)
     )
     if sweep.early_stop:
         state.scheduler, state.rungs = sweep.scheduler, asha.rungs_before_budget(sweep)
@@ -107,12 +107,6 @@ def read(sweep_dir: str) -> Status:
     state.elapsed_s = _elapsed(sweep_dir)
     state.left_min_s, state.left_s = _time_left(metrics, state, sweep)
     return state
-
-
-def planned_trials(sweep: Sweep) -> int:
-    if sweep.search == "optuna":
-        return sweep.num_samples or len(sweep.configs())
-    return len(sweep.trial_order())
 
 
 def _elapsed(sweep_dir: str) -> float | None:

@@ -28,6 +28,10 @@ from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
 # --logger NAME: the module Ray Tune's logger callback needs, and the project's extra that installs it.
 LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
+# Trials in one sweep: Ray Tune keeps every trial in the driver's memory and in the experiment state it rewrites as
+# trials report, and a grid is expanded whole before the first trial starts (asked for 24 million, it sat for
+# minutes without a word). A sweep larger than this is a typo or a job for several sweeps.
+MAX_TRIALS = 10_000
 FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
 SEARCHES = ("grid", "optuna")
 # --scheduler: how early stopping decides (sweeps.asha builds each), the default first.
@@ -138,6 +142,18 @@ class Sweep:
         seeds = {"seed": list(range(self.seed, self.seed + repeats))} if repeats > 1 else {}
         return {**seeds, **self.grid()}
 
+    def planned_trials(self) -> int:
+        """How many trials the sweep runs, counted without expanding the grid."""
+        if self.search == "optuna":
+            return self.num_samples or math.prod(len(v) for v in self.grid().values())
+        return (self.num_samples or 1) * math.prod(len(v) for v in self.grid().values())
+
+    def _trials_said(self) -> str:
+        points = math.prod(len(v) for v in self.grid().values())
+        if self.search == "optuna":
+            return f"--num-samples {self.num_samples:,}" if self.num_samples else f"a grid of {points:,} points"
+        return f"a grid of {points:,} points" + (f", {self.num_samples:,} times" if self.num_samples else "")
+
     def trial_order(self) -> list[dict]:
         """The swept values of each trial of a grid search, by default in a random order fixed by the seed. Ray's ASHA
         stops a trial that falls behind those that reached its rung before it; in the grid's own order the first
@@ -223,6 +239,11 @@ class Sweep:
             (
                 self.num_samples is not None and not 1 <= self.num_samples <= MAX_COUNT,
                 f"--num-samples must be 1 to {MAX_COUNT:,}, got {self.num_samples}",
+            ),
+            (
+                self.planned_trials() > MAX_TRIALS,
+                f"{self.planned_trials():,} trials asked for ({self._trials_said()}): at most {MAX_TRIALS:,} in one "
+                "sweep; lower --num-samples or sweep fewer values",
             ),
             (
                 not 0 <= self.seed < 2**32,
