@@ -1,6 +1,7 @@
 """Sweeps on more than one Ray node, and the cluster configuration: real raylets on loopback."""
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -20,7 +21,16 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 
 from tests.precisions import WITHOUT_BF16
-from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
+from tests.sweeping import (
+    TWO_SMALL_TRIALS,
+    check_tables,
+    checkpoint_dirs,
+    results_reported,
+    start_driver,
+    sweeps_cli,
+    trial_dirs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
@@ -109,21 +119,25 @@ def _free_port() -> int:
 @pytest.fixture
 def head_node():
     """`ray start --head` on loopback with token authentication, as cluster.yaml starts a cluster's head,
-    with the project's `sweeps` on its PATH. Stopped by ending the processes of its own session folder: `ray stop`
-    would stop every Ray on the machine, a user's running sweeps included."""
+    with the project's `sweeps` on its PATH."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     dashboard = _free_port()
+    with _head(env, ["--num-cpus=2", "--include-dashboard=true", f"--dashboard-port={dashboard}"]):
+        yield env, f"http://127.0.0.1:{dashboard}"
+
+
+@contextlib.contextmanager
+def _head(env: dict, options: list, port: int | None = None):
+    """A head node of its own: its own ports and a short temporary folder. Stopped by ending the processes of its
+    own session folder: `ray stop` would stop every Ray on the machine, a user's running sweeps included."""
     ray = shutil.which("ray", path=str(VENV_BIN))
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     start = [
         ray,
         "start",
         "--head",
-        f"--port={_free_port()}",
-        "--num-cpus=2",
-        "--include-dashboard=true",
+        f"--port={port or _free_port()}",
         "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
         f"--temp-dir={temp_dir}",
         # Ports of its own: another Ray on this machine (a user's sweep) holds the default ones, and a job agent that
         # cannot bind its port leaves `ray job submit` with "No available agent".
@@ -131,10 +145,11 @@ def head_node():
         f"--dashboard-agent-grpc-port={_free_port()}",
         f"--runtime-env-agent-port={_free_port()}",
         f"--metrics-export-port={_free_port()}",
+        *options,
     ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
-        yield env, f"http://127.0.0.1:{dashboard}"
+        yield temp_dir
     finally:
         _stop_ray_of(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -243,3 +258,101 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path, scheme):
     assert f"no Ray cluster answers at 127.0.0.1:{port} (--address {scheme}127.0.0.1:{port}" in done.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def _autoscaling_config(gcs_address: str) -> dict:
+    """Ray's fake multi-node provider (its nodes are raylets on this machine, started and stopped by the real
+    autoscaler, the monitor `ray up` starts on a head) with node types shaped like cluster.yaml's: a head without a
+    GPU, and GPU workers from 0 to 2 that come with the load (each a fake GPU and one CPU: its trial runs on the CPU,
+    as torch finds no CUDA device). The rest is what the provider's own example config holds (the wheel leaves it out,
+    so ray.cluster_utils.AutoscalingCluster cannot read it; that class would also `ray stop --force` every Ray on
+    the machine)."""
+    return {
+        "cluster_name": "fake_multinode",
+        "max_workers": 2,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": gcs_address,
+        },
+        "available_node_types": {
+            "head": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+            "gpu_worker": {
+                "resources": {"CPU": 1, "GPU": 1, "object_store_memory": 200_000_000},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": 2,
+            },
+        },
+        "head_node_type": "head",
+        "auth": {},
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "docker": {},
+        "file_mounts": {},
+        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands")},
+        **{key: [] for key in ("worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")},
+        **{key: [] for key in ("cluster_synced_files", "rsync_exclude", "rsync_filter")},
+        "file_mounts_sync_continuously": False,
+    }
+
+
+def _raylet_of(node_id: str) -> psutil.Process | None:
+    """The raylet of a fake node: the provider starts each with its node id in its environment."""
+    for process in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if "raylet" in (process.info["name"] or "") and (
+                process.environ().get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == node_id
+            ):
+                return process
+    return None
+
+
+@pytest.mark.timeout(400)
+def test_the_autoscaler_starts_workers_as_trials_queue_and_a_worker_removed_mid_trial_costs_no_epoch(tmp_path):
+    port = _free_port()
+    config = tmp_path / "autoscaling.json"
+    config.write_text(json.dumps(_autoscaling_config(f"127.0.0.1:{port}")))
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    with _head(env, ["--num-cpus=1", "--num-gpus=0", f"--autoscaling-config={config}"], port=port):
+        sweep_dir = tmp_path / "scaled"
+        options = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=32", "--set", "lr=0.001,0.01"]
+        driver = start_driver(
+            *["run", "synthetic", "--address", f"127.0.0.1:{port}", "--storage", tmp_path, "--name", "scaled"],
+            *["--gpus-per-trial", "1", "--epochs", "60", "--checkpoint-every", "5", "--no-early-stop", "--no-report"],
+            *options,
+            log=tmp_path / "driver.log",
+        )
+
+        def a_trial_past_a_checkpoint_on_a_worker():
+            for trial in trial_dirs(sweep_dir):
+                epochs = [r["epoch"] for r in results_reported(trial)]
+                if epochs and 10 <= max(epochs) < 50 and checkpoint_dirs(trial):
+                    return results_reported(trial)[-1]["node_id"]
+            return None
+
+        node = wait_for(a_trial_past_a_checkpoint_on_a_worker, 240, "a trial mid-way on a worker node", driver)
+        raylet = _raylet_of(node)
+        assert raylet is not None, f"node {node} is not one the autoscaler started"
+        for process in [raylet, *raylet.children(recursive=True)]:  # the worker node is gone, its trial with it
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+
+    trials, metrics = check_tables(sweep_dir, 2)  # every epoch once
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 60).all()
+    workers = set(metrics.node_id)
+    assert all(_raylet_node(n) for n in workers) and len(workers) >= 2, workers  # only autoscaled workers ran trials
+    # The trial on the removed worker went on from its last checkpoint there, not from its first epoch.
+    moved = next(t for t in trial_dirs(sweep_dir) if node in {r["node_id"] for r in results_reported(t)})
+    epochs = [r["epoch"] for r in results_reported(moved)]
+    restart = next(i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1])
+    assert epochs[restart] > 1 and epochs[restart] % 5 == 1, epochs  # the epoch after a checkpoint
+    assert results_reported(moved)[-1]["node_id"] != node
+
+
+def _raylet_node(node_id: str) -> bool:
+    """A node the fake provider made: its ids count up from ffff...0001 (the head's is Ray's own)."""
+    return node_id.startswith("fffff") and not node_id.endswith("00000")

@@ -27,7 +27,7 @@ NOT_RUN = "not run on this device"  # the quantity of a measure's one row where 
 
 
 # The quick preset as these measures were set on (12 epochs on 1,000 signals: trials of about half a second), not the
-# demo the preset has become since (30 epochs on 10,000): the quick bench stays a few minutes, its rows comparable.
+# demo the preset has become since (24 epochs on 10,000): the quick bench stays a few minutes, its rows comparable.
 QUICK_SYNTHETIC = {"epochs": 12, "n": 1000}
 
 
@@ -68,12 +68,12 @@ QUICK = Budget(
     trial_preset="quick",
     trial_epochs=4,
     trial_repeats=2,
-    grid_epochs=6,  # Tune's cost per trial and per report shows as well as at 12, in half the time
+    grid_epochs=4,  # Tune's cost per trial and per report shows as well as at 12, in a third of the time
     bare_passes=1,
     paper_epochs=0,
-    # Rungs at 1, 3 and 9 (a third on at each): at least 59 of the 288 epochs (20%); asynchronous promotion trains more,
+    # Rungs at 1 and 3 (a third on at each): at least 58 of the 216 epochs (27%); asynchronous promotion trains more,
     # and the quarter of the target holds at the full budget only (docs/performance.md).
-    early_stop_epochs=12,
+    early_stop_epochs=9,
     early_stop_grace=1,
     early_stop_runs=(("promotion", "grid"),),  # the default in the order that is Ray's ASHA's worst
     pixel_repeats=3,  # a pixel step takes about half a second on one busy core: 4 kinds x 4 steps stay under 15 s
