@@ -315,15 +315,17 @@ def test_the_autoscaler_starts_workers_as_trials_queue_and_a_worker_removed_mid_
     port = _free_port()
     config = tmp_path / "autoscaling.json"
     config.write_text(json.dumps(_autoscaling_config(f"127.0.0.1:{port}")))
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     with _head(env, ["--num-cpus=1", "--num-gpus=0", f"--autoscaling-config={config}"], port=port):
         sweep_dir = tmp_path / "scaled"
-        options = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=32", "--set", "lr=0.001,0.01"]
+        options = ["--set", "n=1000", "--set", "hidden_size=10", "--set", "batch_size=32", "--set", "grad_clip=1"]
+        options += ["--set", "lr=0.001,0.01"]
         driver = start_driver(
             *["run", "synthetic", "--address", f"127.0.0.1:{port}", "--storage", tmp_path, "--name", "scaled"],
             *["--gpus-per-trial", "1", "--epochs", "60", "--checkpoint-every", "5", "--no-early-stop", "--no-report"],
             *options,
             log=tmp_path / "driver.log",
+            env={"RAY_AUTH_MODE": "token"},  # the head's: every client must bring the cluster's token
         )
 
         def a_trial_past_a_checkpoint_on_a_worker():
@@ -346,11 +348,11 @@ def test_the_autoscaler_starts_workers_as_trials_queue_and_a_worker_removed_mid_
     workers = set(metrics.node_id)
     assert all(_raylet_node(n) for n in workers) and len(workers) >= 2, workers  # only autoscaled workers ran trials
     # The trial on the removed worker went on from its last checkpoint there, not from its first epoch.
-    moved = next(t for t in trial_dirs(sweep_dir) if node in {r["node_id"] for r in results_reported(t)})
-    epochs = [r["epoch"] for r in results_reported(moved)]
-    restart = next(i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1])
-    assert epochs[restart] > 1 and epochs[restart] % 5 == 1, epochs  # the epoch after a checkpoint
-    assert results_reported(moved)[-1]["node_id"] != node
+    (restart,) = metrics[metrics.resumed].itertuples()  # one trial restarted, once
+    history = metrics[metrics.trial_id == restart.trial_id]
+    assert node in set(history.node_id[history.epoch < restart.epoch]), history.to_string()  # it ran there
+    assert restart.epoch > 1 and restart.epoch % 5 == 1  # from its last checkpoint (every 5 epochs)
+    assert (history.node_id[history.epoch >= restart.epoch] != node).all()  # and went on on another worker
 
 
 def _raylet_node(node_id: str) -> bool:
