@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,12 +45,27 @@ def save(folder: str | Path, state: dict, model_config: dict, history: list[dict
 def load(folder: str | Path) -> tuple[dict, list[dict]]:
     """(state for `fit(start=...)`, with its `model_config`; the metrics of every epoch so far)."""
     folder = Path(folder)
+    check_own_files(str(folder))
     state = load_state(folder / MODEL_FILE)
     try:
         history = pd.read_parquet(folder / METRICS_FILE).to_dict("records")
     except Exception as error:  # truncated, missing, not Parquet: all mean "not this checkpoint"
         raise CheckpointError(f"cannot read checkpoint {folder / METRICS_FILE}: {_described(error)}") from error
     return state, history
+
+
+def check_own_files(folder: str) -> None:
+    """CheckpointError where a file of the checkpoint `folder` is a symbolic link: Ray writes plain files, and a
+    link could make a sweep read (and `report --out` publish) any file of the machine as one of its checkpoints."""
+    if not storage.is_local(folder):
+        return  # object stores have no links
+    for name in (MODEL_FILE, METRICS_FILE):
+        path = Path(folder) / name
+        if path.is_symlink():
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: it is a symbolic link (to {os.readlink(path)}), not a file the trial "
+                "wrote; nothing outside the sweep is read as a checkpoint"
+            )
 
 
 def best_weights(state: dict | None, history: list[dict], metric: str) -> dict | None:

@@ -35,6 +35,7 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
     for name in (n for n in storage.names(trial_path) if n.startswith("checkpoint_")):
         path = storage.join(trial_path, name)
         try:
+            checkpoints.check_own_files(path)
             history = storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))
             trained = evaluate.load(path)
             value = float(history.loc[history.epoch == trained.epoch, metric].iloc[-1])

@@ -49,6 +49,17 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
     assert not Path(MARKER).exists()
 
 
+def test_a_checkpoint_file_that_links_outside_the_sweep_is_refused_and_the_previous_one_used(tmp_path, capsys):
+    folders = write_checkpoints(tmp_path / "trial")
+    outside = tmp_path / "elsewhere.pt"
+    shutil.move(folders[-1] / checkpoints.MODEL_FILE, outside)  # a whole, readable model.pt, out of the sweep
+    (folders[-1] / checkpoints.MODEL_FILE).symlink_to(outside)
+    with pytest.raises(CheckpointError, match=f"{folders[-1] / 'model.pt'}: it is a symbolic link \\(to {outside}"):
+        checkpoints.load(folders[-1])
+    state, _ = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
+    assert state["epoch"] == 6 and "nothing outside the sweep is read as a checkpoint" in capsys.readouterr().err
+
+
 def test_a_readable_checkpoint_is_used_as_it_is(tmp_path):
     folders = write_checkpoints(tmp_path)
     state, history = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")

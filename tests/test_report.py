@@ -245,6 +245,16 @@ def test_the_best_epochs_weights_kept_in_a_later_checkpoint_are_the_ones_evaluat
     for name, tensor in chosen.model.state_dict().items():
         assert torch.equal(tensor, models[5].state_dict()[name])
 
+    # A checkpoint whose model.pt links to a file outside the sweep is skipped, named, never read: the report takes
+    # the best of the others.
+    for epoch in (6, 9):
+        linked = tmp_path / f"checkpoint_{epoch:06d}" / checkpoints.MODEL_FILE
+        outside = tmp_path.parent / f"outside-{epoch}.pt"
+        linked.rename(outside)
+        linked.symlink_to(outside)
+    chosen = best_checkpoint(str(tmp_path), "val_mse", "min")
+    assert chosen.path.endswith("checkpoint_000003") and chosen.epoch == 3
+
 
 def test_the_best_trial_is_named_with_floats_to_three_figures():
     best = pd.Series({"trial_id": "t", "config/lr": 0.003600091192911611, "config/hidden_size": 49})
