@@ -358,3 +358,30 @@ def test_the_autoscaler_starts_workers_as_trials_queue_and_a_worker_removed_mid_
 def _raylet_node(node_id: str) -> bool:
     """A node the fake provider made: its ids count up from ffff...0001 (the head's is Ray's own)."""
     return node_id.startswith("fffff") and not node_id.endswith("00000")
+
+
+def test_a_taken_dashboard_port_and_another_local_ray_leave_the_sweep_its_own_and_its_true_address(tmp_path):
+    """Ray's dashboard port (8265) held by something else, and another local Ray (a user's other sweep) running: the
+    sweep starts its own Ray beside them, and the address it prints is the one its dashboard answers on."""
+    with contextlib.ExitStack() as stack:
+        taken = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # (already taken, by another Ray for one: as good)
+            taken.bind(("127.0.0.1", 8265))
+            taken.listen()
+        other = stack.enter_context(_head(os.environ.copy(), ["--num-cpus=1", "--include-dashboard=false"]))
+        assert other
+        log = tmp_path / "driver.log"
+        driver = start_driver("run", "synthetic", "--storage", tmp_path, "--name", "beside", *TWO_SMALL_TRIALS, log=log)
+        address = wait_for(
+            lambda: next((line.split()[-1] for line in log.read_text().splitlines() if "Ray dashboard:" in line), None),
+            120,
+            "the dashboard's address",
+            driver,
+        )
+        assert not address.endswith(":8265")
+        with pytest.raises(urllib.error.HTTPError) as answered:  # Ray's dashboard, asking for its token
+            urllib.request.urlopen(f"{address}/api/jobs/", timeout=10)
+        assert answered.value.code == 401
+        assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    trials, _ = check_tables(tmp_path / "beside", 2)
+    assert (trials.status == "TERMINATED").all()
