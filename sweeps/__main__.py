@@ -70,7 +70,8 @@ def list_experiments(args) -> None:
             for values in grid.values():
                 size *= len(values)
             sweep = " x ".join(f"{k} {values}" for k, values in grid.items())
-            print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}; grid of {size}: {sweep}")
+            share = f", a rung passes 1/{preset.reduction_factor} on" if preset.reduction_factor else ""
+            print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}{share}; grid of {size}: {sweep}")
         ranges = entry.optuna_space(entry.grid_for("paper"))
         print("  optuna (paper): " + ", ".join(f"{k} {r}" for k, r in ranges.items()))
 
