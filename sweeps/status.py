@@ -149,7 +149,8 @@ def text(state: Status) -> str:
     if state.scheduler:
         waiting = Counter(r["epoch"] for r in state.running if r["waiting"])
         at = "; waiting there: " + ", ".join(f"{n} at {e}" for e, n in sorted(waiting.items())) if waiting else ""
-        lines.append(f"early stopping: {state.scheduler}, rungs at epochs {', '.join(map(str, state.rungs))}{at}")
+        rungs = f"rungs at epochs {', '.join(map(str, state.rungs))}" if state.rungs else "no rung before the budget"
+        lines.append(f"early stopping: {state.scheduler}, {rungs}{at}")
     for r in state.running:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         lines.append(

@@ -340,3 +340,25 @@ def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, t
             stds[float(lr)], rel=1e-5
         )
     assert "(figures/seeds.png)" in report
+
+
+def test_storage_and_data_paths_with_spaces_and_accents_work_end_to_end(tmp_path, stocks_csv):
+    """run, status, the report and its `sweeps evaluate` command (quoted as a shell needs it), from such paths."""
+    data = tmp_path / "dä ta" / "stocks é.csv"
+    data.parent.mkdir()
+    shutil.copy(stocks_csv, data)
+    storage = tmp_path / "résultats de l'été"
+    done = sweeps_cli(
+        *["run", "snp500-reconstruct", "--data", data, "--storage", storage, "--name", "s", "--epochs", "1"],
+        *["--set", "hidden_size=8", "--set", "lr=0.01", "--set", "grad_clip=1"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = sweeps_cli("status", storage / "s")
+    assert status.returncode == 0 and "1 finished" in status.stdout and "no rung before the budget" in status.stdout
+    report = (storage / "s" / "report.md").read_text()
+    (command,) = [line.strip() for line in report.splitlines() if line.strip().startswith("sweeps evaluate")]
+    again = subprocess.run(  # as a user pastes it into a shell, from the folder the report was written from
+        f"{sys.executable} -m {command} --json", shell=True, capture_output=True, text=True, cwd=os.getcwd()
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"| mse | {json.loads(again.stdout)['mse']:.6g} |" in report
