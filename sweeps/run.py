@@ -19,6 +19,7 @@ import logging
 import os
 import pickletools
 import time
+from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
@@ -247,11 +248,23 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
             "or digit (no path): it names one folder under the storage path"
         )
     storage.exists(storage_path)  # a StorageError naming --storage itself where pyarrow cannot use it
+    _check_outside_sweeps(storage.absolute(storage_path))
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
     datasets = build_datasets(sweep)
     require_writable(storage.absolute(storage_path), "--storage")
     return sweep_dir, datasets
+
+
+def _check_outside_sweeps(storage_path: str) -> None:
+    """A sweep inside another's folder would be read as part of it (its trials, its tables) by status and report."""
+    if not storage.is_local(storage_path):
+        return
+    for folder in (Path(storage_path), *Path(storage_path).parents):
+        if (folder / SWEEP_FILE).is_file():
+            raise SweepError(
+                f"--storage {storage_path} is inside the sweep {folder}: choose a storage path outside every sweep folder"
+            )
 
 
 def _check_free(sweep_dir: str) -> None:

@@ -165,6 +165,17 @@ def test_sweep_folder_names_stay_inside_storage(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_storage_path_inside_a_sweep_is_refused(tmp_path):
+    sweep = Sweep("synthetic")
+    sweep_dir, _ = prepare(sweep, str(tmp_path), "outer")
+    claim(sweep, sweep_dir)
+    before = sorted(p.name for p in (tmp_path / "outer").iterdir())
+    for inside in (tmp_path / "outer", tmp_path / "outer" / "deeper"):
+        with pytest.raises(SweepError, match=f"--storage {inside} is inside the sweep {tmp_path / 'outer'}"):
+            prepare(Sweep("synthetic"), str(inside), "inner")
+    assert sorted(p.name for p in (tmp_path / "outer").iterdir()) == before
+
+
 def test_an_existing_sweep_is_not_overwritten(tmp_path):
     sweep = Sweep("synthetic")
     sweep_dir, _ = prepare(sweep, str(tmp_path), "once")
