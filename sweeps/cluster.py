@@ -44,6 +44,7 @@ def check(address: str | None = None, sweep: Sweep | None = None) -> None:
         check_cluster(os.environ["RAY_ADDRESS"], "RAY_ADDRESS in the environment")
     else:
         check_temp_dir()
+        check_token_home()
         if sweep is not None:
             _check_fits(sweep, machine_resources())  # a cluster may autoscale; this machine will not
             _check_precisions(sweep)  # a cluster's trials check their own node: its head may be CPU-only
@@ -63,6 +64,26 @@ def ray_temp_dir() -> tuple[str, str]:
         if os.environ.get(variable):
             return os.environ[variable], variable
     return "/tmp", "the default"
+
+
+def check_token_home() -> None:
+    """The embedded Ray can keep its token: with token authentication (Ray's default for a local cluster) and no
+    token given (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) or kept (~/.ray/auth_token), Ray writes one there, and an
+    unwritable home made it fail with a bare FileNotFoundError, which read as a storage problem."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    home = os.path.expanduser("~")
+    keeps = os.path.join(home, ".ray")
+    if os.path.isfile(os.path.join(keeps, "auth_token")):
+        return
+    writable = keeps if os.path.isdir(keeps) else home
+    if not os.path.isdir(writable) or not os.access(writable, os.W_OK | os.X_OK):
+        raise SweepError(
+            f"Ray keeps its dashboard token in {keeps}/auth_token, and {writable} (HOME) is not a writable folder: set "
+            "HOME to a writable folder, or give Ray a token with RAY_AUTH_TOKEN_PATH"
+        )
 
 
 def check_temp_dir() -> None:

@@ -309,6 +309,11 @@ def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
         (["--num-samples", "1000000"], {}, "24,000,000 trials asked for (a grid of 24 points, 1,000,000 times)"),
         ([], {"TMPDIR": "/tmp/" + "long" * 10}, "(TMPDIR) is too long for the Unix sockets Ray makes in it"),
         ([], {"RAY_TMPDIR": "/nonexistent"}, "the temporary folder /nonexistent (RAY_TMPDIR) is not a writable folder"),
+        (
+            [],
+            {"HOME": "/proc/nohome"},
+            "Ray keeps its dashboard token in /proc/nohome/.ray/auth_token, and /proc/nohome",
+        ),
     ],
     ids=[
         "stale-RAY_ADDRESS",
@@ -321,12 +326,14 @@ def test_a_folder_that_is_not_a_sweep_is_never_taken_over(tmp_path, capsys):
         "absurd-num-samples",
         "long-TMPDIR",
         "missing-RAY_TMPDIR",
+        "unwritable-HOME",
     ],
 )
 def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(
     tmp_path, monkeypatch, capsys, args, env, message
 ):
-    monkeypatch.delenv("RAY_TMPDIR", raising=False)  # the machine's own, which would take TMPDIR's place
+    for variable in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(variable, raising=False)  # the machine's own, which would take the cases' place
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     storage_args = [] if "--storage" in args else ["--storage", str(tmp_path / "results")]
