@@ -167,12 +167,15 @@ def recorded(sweep_dir: Path) -> dict:
     return {Path(t.path).name: t.checkpoint for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
 
+KILLED_EPOCHS = 30  # the budget of the sweep killed mid-training: its resume trains what is left
+
+
 def kill_mid_training(sweep_dir: Path) -> None:
     """Start the two-trial sweep and SIGKILL its driver once Ray records each trial with a second checkpoint."""
-    driver = start_driver(*run_args(sweep_dir, 40))
+    driver = start_driver(*run_args(sweep_dir, KILLED_EPOCHS))
 
     def resumable():
-        recorded_now = mid_training(sweep_dir, 2) and recorded(sweep_dir)
+        recorded_now = mid_training(sweep_dir, 2, KILLED_EPOCHS) and recorded(sweep_dir)
         return recorded_now and all(
             c is not None and not c.path.endswith("checkpoint_000000") for c in recorded_now.values()
         )
@@ -188,12 +191,24 @@ def cut_log(trial_dir: Path, last_epoch: int) -> None:
     (trial_dir / "result.json").write_text("".join(json.dumps(result) + "\n" for result in kept))
 
 
-def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory) -> Path:
+    """The two-trial sweep with its driver SIGKILLed mid-training, made once: each test damages its own copy (Ray's
+    record names the copy's own folders: it keeps them relative to the sweep's)."""
+    sweep_dir = tmp_path_factory.mktemp("killed") / "killed"
+    kill_mid_training(sweep_dir)
+    return sweep_dir
+
+
+def copy_of(killed_sweep: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(killed_sweep, tmp_path / killed_sweep.name, symlinks=True))
+
+
+def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path, killed_sweep):
     # Ray deletes a replaced checkpoint at once but writes its record now and then, and logs a result after it has
     # stored its checkpoint: killed in between, its record names a folder that is gone and its log stops short of
     # the newest checkpoint. Ray alone would refuse to resume that trial; going on from the newest loses nothing.
-    sweep_dir = tmp_path / "gone"
-    kill_mid_training(sweep_dir)
+    sweep_dir = copy_of(killed_sweep, tmp_path)
     name, checkpoint = sorted(recorded(sweep_dir).items())[0]
     shutil.rmtree(checkpoint.path, ignore_errors=True)  # (or Ray had deleted it already)
     taken = {folder: checkpoints.load(folder) for folder in checkpoint_dirs(sweep_dir / name)}  # now: Ray prunes
@@ -207,16 +222,15 @@ def test_a_recorded_checkpoint_that_is_gone_gives_way_to_the_newest(tmp_path):
     assert f"Ray's record names {checkpoint.path}, which is gone: going on from {source}" in done.stderr
     assert epochs_reported(sweep_dir / name)[len(logged)] == epoch + 1
     trials, metrics = check_tables(sweep_dir, 2)  # every epoch once: the two cut from the log are the checkpoint's
-    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == KILLED_EPOCHS).all()
     trial_id = "_".join(name.split("_")[1:3])
     filled = metrics[(metrics.trial_id == trial_id) & metrics.epoch.isin([epoch - 1, epoch])].val_mse.tolist()
     assert filled == [row["val_mse"] for row in history if row["epoch"] in (epoch - 1, epoch)]
 
 
 @pytest.mark.parametrize("fallback", ["previous", "scratch"])
-def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, fallback):
-    sweep_dir = tmp_path / "corrupt"
-    kill_mid_training(sweep_dir)
+def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_path, killed_sweep, fallback):
+    sweep_dir = copy_of(killed_sweep, tmp_path)
     # As resume does first (see the test above): each recorded folder is there.
     checkpoints.mend_records(ExperimentAnalysis(str(sweep_dir)))
     latest = {name: Path(checkpoint.path) for name, checkpoint in recorded(sweep_dir).items()}
@@ -237,7 +251,7 @@ def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_pat
     assert after[broken_trial][0] == expected_start
     assert after[healthy_trial][0] == healthy_epoch + 1  # the other trial goes on from its own checkpoint
     trials, _ = check_tables(sweep_dir, 2)
-    assert (trials.status == "TERMINATED").all() and (trials.epochs == 40).all()
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == KILLED_EPOCHS).all()
 
 
 def test_a_node_lost_mid_sweep_moves_its_trials_to_the_other_node(tmp_path):
