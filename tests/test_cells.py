@@ -71,15 +71,21 @@ def test_orthogonal_makes_each_gates_recurrent_block_orthogonal(kind):
             assert torch.allclose(block @ block.T, torch.eye(8), atol=1e-5)
 
 
-def test_unknown_choices_are_refused_by_name():
-    with pytest.raises(ValueError, match="gate_bias must be one of default, forget1, chrono"):
-        LSTMAutoencoder(1, 4, gate_bias="zeros")
-    with pytest.raises(ValueError, match="recurrent_init"):
-        LSTMAutoencoder(1, 4, recurrent_init="identity")
-    with pytest.raises(ValueError, match="encoder_cell"):
-        LSTMAutoencoder(1, 4, encoder_cell="gru")
-    with pytest.raises(ValueError, match="chrono' needs the sequence length"):
-        LSTMAutoencoder(1, 4, gate_bias="chrono")
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"gate_bias": "zeros"}, "gate_bias must be one of default, forget1, chrono"),
+        ({"recurrent_init": "identity"}, "recurrent_init"),
+        ({"encoder_cell": "gru"}, "encoder_cell"),
+        ({"gate_bias": "chrono"}, "chrono' needs the sequence length"),
+        ({"decoder_cell": "gru"}, "decoder_cell must be one of lstm, layernorm"),
+        ({"decoder_input": "noise"}, "decoder_input must be one of repeat, position"),
+        ({"decoder_input": "position"}, "decoder_input 'position' needs the sequence length"),
+    ],
+)
+def test_unknown_choices_are_refused_by_name(option, message):
+    with pytest.raises(ValueError, match=message):
+        LSTMAutoencoder(1, 4, **option)
 
 
 def test_layernorm_lstm_has_nn_lstms_interface_and_carries_its_state():
