@@ -74,6 +74,9 @@ def test_the_header_says_what_share_of_the_budget_was_trained():
     assert "(`--scheduler asha`), rungs at epochs 1, 4, each passing 1/4 of its trials on." in (
         _header(Sweep("synthetic", scheduler="asha", epochs=12), trials)
     )
+    assert "Running now" not in header
+    running = _header(Sweep("synthetic"), trials, {"host": "node-7", "pid": 4242, "heartbeat": 0.0})
+    assert "> Running now, driven by process 4242 on node-7: this report covers what has run so far." in running
 
 
 def test_edge_warnings_for_ranges_of_three_or_more():
