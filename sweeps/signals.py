@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -55,6 +56,9 @@ def stop_signals(stop: Stop):
             raise KeyboardInterrupt
         tunes(signal.SIGUSR1, frame)
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers (as Tune)
+        yield
+        return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # until Tune installs its own for this run
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is handled here, as the other two are
