@@ -52,6 +52,7 @@ def load(path: str | Path) -> Trained:
     if model_file is None:
         raise EvaluationError(f"{path} is not a checkpoint: pass a model.pt or a checkpoint_* folder of a trial")
     try:
+        checkpoints.check_own_files(storage.parent_and_name(model_file)[0])
         state = checkpoints.load_state(model_file)
         # The trial's best epoch up to this checkpoint, where the checkpoint keeps it (from version 0.4 on).
         weights = state.get(checkpoints.BEST) or state

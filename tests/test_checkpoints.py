@@ -60,6 +60,18 @@ def test_a_checkpoint_file_that_links_outside_the_sweep_is_refused_and_the_previ
     assert state["epoch"] == 6 and "nothing outside the sweep is read as a checkpoint" in capsys.readouterr().err
 
 
+def test_evaluate_never_reads_a_linked_model_file(tmp_path):
+    from sweeps.evaluate import EvaluationError, load
+
+    folder = write_checkpoints(tmp_path / "trial", epochs=(3,))[0]
+    outside = tmp_path / "elsewhere.pt"
+    shutil.move(folder / checkpoints.MODEL_FILE, outside)
+    (folder / checkpoints.MODEL_FILE).symlink_to(outside)
+    for given in (folder, folder / checkpoints.MODEL_FILE):
+        with pytest.raises(EvaluationError, match="is a symbolic link"):
+            load(given)
+
+
 def test_a_readable_checkpoint_is_used_as_it_is(tmp_path):
     folders = write_checkpoints(tmp_path)
     state, history = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
