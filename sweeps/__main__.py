@@ -51,7 +51,7 @@ def _machine_problem(error: OSError) -> str:
 
 def list_experiments(args) -> None:
     from sweeps import hyperparameters
-    from sweeps.experiments import EXPERIMENTS
+    from sweeps.experiments import EXPERIMENTS, grid_size
 
     print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
@@ -66,9 +66,7 @@ def list_experiments(args) -> None:
         )
         for name, preset in entry.presets.items():
             grid = entry.grid_for(name)
-            size = 1
-            for values in grid.values():
-                size *= len(values)
+            size = grid_size(grid)
             sweep = " x ".join(f"{k} {values}" for k, values in grid.items())
             share = f", a rung passes 1/{preset.reduction_factor} on" if preset.reduction_factor else ""
             print(f"  {name}: {preset.epochs} epochs, ASHA grace {preset.grace_period}{share}; grid of {size}: {sweep}")

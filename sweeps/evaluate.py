@@ -124,15 +124,13 @@ def metrics(trained: Trained, splits: Splits, split: str = "test", precision: st
     `baseline_mse`, the MSE of the training split's per-step mean (the mean image), which `mse` must beat."""
     if split not in SPLITS:
         raise EvaluationError(f"unknown --split {split!r}: choose {' or '.join(SPLITS)}")
-    hp = trained.hyperparameters
+    hp, data = trained.hyperparameters, getattr(splits, split)
     normalizer = splits.meta.get("normalizer", {}).get(split)
     try:
-        measured = evaluate(
-            trained.model, getattr(splits, split), hp.get("recon_weight", 0.5), normalizer, precision=precision
-        )
+        measured = evaluate(trained.model, data, hp.get("recon_weight", 0.5), normalizer, precision=precision)
     except PrecisionUnavailable as error:
         raise EvaluationError(f"--precision {precision}: {error}") from None
-    return {**measured, "baseline_mse": baseline_mse(splits.train, getattr(splits, split))}
+    return {**measured, "baseline_mse": baseline_mse(splits.train, data)}
 
 
 def trained_precision(trained: Trained) -> str:

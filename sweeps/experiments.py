@@ -93,6 +93,11 @@ class Experiment:
         return head(splits, **p.limit) if p.limit else splits
 
 
+def grid_size(grid: dict) -> int:
+    """The points of a grid (hyperparameter -> values), counted without expanding it."""
+    return math.prod(len(values) for values in grid.values())
+
+
 @dataclass(frozen=True)
 class Range:
     """One hyperparameter's Optuna range, without Ray (the runner turns it into a Tune domain): "int" (both ends

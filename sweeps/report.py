@@ -35,9 +35,8 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
     for name in (n for n in storage.names(trial_path) if n.startswith("checkpoint_")):
         path = storage.join(trial_path, name)
         try:
-            checkpoints.check_own_files(path)
+            trained = evaluate.load(path)  # (refuses a checkpoint whose files are links, before reading any)
             history = storage.read_parquet(storage.join(path, checkpoints.METRICS_FILE))
-            trained = evaluate.load(path)
             value = float(history.loc[history.epoch == trained.epoch, metric].iloc[-1])
         except Exception as error:  # truncated, tampered with, half-written: any reason means "not this one"
             print(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sweeps import hyperparameters, storage
 from sweeps.errors import first_line
-from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment
+from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment, grid_size
 
 # --logger NAME: the module Ray Tune's logger callback needs, and the project's extra that installs it.
 LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
@@ -106,9 +106,13 @@ class Sweep:
 
     def __post_init__(self):
         if self.reduction_factor is None:  # recorded as a number: a resume keeps it whatever later defaults say
-            entry = EXPERIMENTS.get(self.experiment)
-            preset = entry.presets.get(self.preset) if entry else None
-            self.reduction_factor = (preset and preset.reduction_factor) or REDUCTION_FACTORS.get(self.scheduler)
+            self.reduction_factor = self.default_reduction_factor()
+
+    def default_reduction_factor(self) -> int | None:
+        """The share a rung passes on unless --reduction-factor says otherwise: the preset's, else the scheduler's."""
+        entry = EXPERIMENTS.get(self.experiment)
+        preset = entry.presets.get(self.preset) if entry else None
+        return (preset and preset.reduction_factor) or REDUCTION_FACTORS.get(self.scheduler)
 
     @property
     def entry(self) -> Experiment:
@@ -145,11 +149,11 @@ class Sweep:
     def planned_trials(self) -> int:
         """How many trials the sweep runs, counted without expanding the grid."""
         if self.search == "optuna":
-            return self.num_samples or math.prod(len(v) for v in self.grid().values())
-        return (self.num_samples or 1) * math.prod(len(v) for v in self.grid().values())
+            return self.num_samples or grid_size(self.grid())
+        return (self.num_samples or 1) * grid_size(self.grid())
 
     def _trials_said(self) -> str:
-        points = math.prod(len(v) for v in self.grid().values())
+        points = grid_size(self.grid())
         if self.search == "optuna":
             return f"--num-samples {self.num_samples:,}" if self.num_samples else f"a grid of {points:,} points"
         return f"a grid of {points:,} points" + (f", {self.num_samples:,} times" if self.num_samples else "")
@@ -355,7 +359,7 @@ def command_line(sweep: Sweep, relative_paths: bool = False) -> str:
     else:
         if sweep.scheduler != defaults.scheduler:
             words += ["--scheduler", sweep.scheduler]
-        if sweep.reduction_factor != Sweep(sweep.experiment, sweep.preset, scheduler=sweep.scheduler).reduction_factor:
+        if sweep.reduction_factor != sweep.default_reduction_factor():
             words += ["--reduction-factor", str(sweep.reduction_factor)]
     if sweep.order != defaults.order:
         words += ["--order", sweep.order]
