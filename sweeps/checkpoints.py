@@ -88,6 +88,20 @@ def read_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
         raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
 
 
+def read_newest_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
+    """Every epoch the newest readable of `checkpoint` and the checkpoints its trial saved after it records (see
+    `restore`: Ray's record can lag behind the trial's files); CheckpointError (`checkpoint`'s) where none can be read."""
+    histories, first_error = [], None
+    for candidate in [checkpoint, *_newer(checkpoint)]:
+        try:
+            histories.append(read_history(candidate))
+        except CheckpointError as error:
+            first_error = first_error or error
+    if not histories:
+        raise first_error
+    return max(histories, key=lambda history: history["epoch"].max() if len(history) else 0)
+
+
 def load_state(path: str | Path) -> dict:
     """A model.pt's contents (a local path or a URI); CheckpointError where it cannot be read or carries code."""
     try:
@@ -106,27 +120,48 @@ def _described(error: Exception) -> str:
 
 
 def restore(checkpoint: tune.Checkpoint | None, fallback: str, trial: str) -> tuple[dict | None, list[dict]]:
-    """The state and history to continue from: Ray's `checkpoint` or, where it cannot be read, the newest
-    older checkpoint of the trial that can (`fallback="previous"`) or nothing (`"scratch"`)."""
+    """The state and history to continue from: the newest readable of Ray's `checkpoint` and the trial's checkpoints
+    written after it, or, where none of those can be read, the newest older one that can (`fallback="previous"`) or
+    nothing (`"scratch"`). Ray writes its record of the sweep only now and then (see `mend_records`): a driver killed
+    in between leaves it naming an older checkpoint than the trial's last, and going on from that one would train the
+    epochs between twice, the last ones of a trial that had finished included."""
     if checkpoint is None:
         return None, []
-    candidates = [checkpoint] + (_older(checkpoint) if fallback == "previous" else [])
+    readable = _readable([checkpoint, *_newer(checkpoint)], trial)
+    if readable:
+        newest = max(readable, key=lambda candidate: readable[candidate][0]["epoch"])
+        if newest is not checkpoint:
+            _say_going_on(
+                trial, "its newest checkpoint", newest, readable[newest], ", which Ray's record had not caught up with"
+            )
+        return readable[newest]
+    for candidate in _older(checkpoint) if fallback == "previous" else []:
+        if loaded := _readable([candidate], trial):
+            _say_going_on(trial, "the previous checkpoint", candidate, loaded[candidate])
+            return loaded[candidate]
+    print(f"trial {trial}: no readable checkpoint left: starting again from scratch", file=sys.stderr, flush=True)
+    return None, []
+
+
+def _readable(candidates: list[tune.Checkpoint], trial: str) -> dict:
+    """Checkpoint -> (state, history), for those of `candidates` that can be read; the others named in the trial's
+    output."""
+    readable = {}
     for candidate in candidates:
         try:
             with candidate.as_directory() as folder:
-                state, history = load(folder)
+                readable[candidate] = load(folder)
         except CheckpointError as error:
             print(f"trial {trial}: {error}", file=sys.stderr, flush=True)
-            continue
-        if candidate is not checkpoint:
-            print(
-                f"trial {trial}: going on from the previous checkpoint {candidate.path} (epoch {state['epoch']})",
-                file=sys.stderr,
-                flush=True,
-            )
-        return state, history
-    print(f"trial {trial}: no readable checkpoint left: starting again from scratch", file=sys.stderr, flush=True)
-    return None, []
+    return readable
+
+
+def _say_going_on(trial: str, which: str, checkpoint: tune.Checkpoint, loaded: tuple, why: str = "") -> None:
+    print(
+        f"trial {trial}: going on from {which} {checkpoint.path} (epoch {loaded[0]['epoch']}){why}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def mend_records(analysis: tune.ExperimentAnalysis) -> None:
@@ -174,6 +209,11 @@ def _newest_readable(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
 def _older(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The trial's checkpoints older than `checkpoint`, newest first."""
     return [sibling for sibling in _siblings(checkpoint) if _name(sibling) < _name(checkpoint)]
+
+
+def _newer(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The trial's checkpoints Ray saved after `checkpoint` (later names), newest first."""
+    return [sibling for sibling in _siblings(checkpoint) if _name(sibling) > _name(checkpoint)]
 
 
 def _siblings(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:

@@ -86,9 +86,9 @@ def _epochs(frame: pd.DataFrame, trial) -> pd.DataFrame:
 
 
 def _with_gaps_filled(logged: pd.DataFrame, trial) -> pd.DataFrame:
-    """The epochs missing from Ray's log, taken from the trial's checkpoint: a resume can go on from a checkpoint
-    newer than the killed driver's last logged epoch (checkpoints.mend_records), even from the final one (the trial
-    then has nothing left to report), and every checkpoint holds all epochs before it. Their Ray-side columns
+    """The epochs missing from Ray's log, taken from the trial's newest checkpoint: a resume can go on from a
+    checkpoint newer than the killed driver's last logged epoch (checkpoints.restore, checkpoints.mend_records), even
+    from the final one (the trial then has nothing left to report), and every checkpoint holds all epochs before it. Their Ray-side columns
     (time, node) stay empty."""
     last = int(logged["epoch"].max())
     gaps = set(range(1, last + 1)) - set(logged["epoch"])
@@ -96,7 +96,7 @@ def _with_gaps_filled(logged: pd.DataFrame, trial) -> pd.DataFrame:
     if not (gaps or short) or trial.checkpoint is None:
         return logged
     try:
-        kept = checkpoints.read_history(trial.checkpoint)
+        kept = checkpoints.read_newest_history(trial.checkpoint)
     except checkpoints.CheckpointError as error:
         if gaps:
             print(f"collect: trial {trial.trial_id}: epochs missing from its log, and {error}", file=sys.stderr)

@@ -79,6 +79,27 @@ def test_a_readable_checkpoint_is_used_as_it_is(tmp_path):
     assert checkpoints.restore(None, "previous", "t") == (None, [])
 
 
+def test_checkpoints_saved_after_rays_record_are_gone_on_from(tmp_path, capsys):
+    # A driver killed after a trial's checkpoint but before Ray's next snapshot of the sweep: its record names an
+    # older checkpoint. Going on from that one would train the epochs between twice (all the last ones, for a
+    # trial that had finished); the trial's newest readable checkpoint is where it goes on.
+    folders = write_checkpoints(tmp_path)
+    state, history = checkpoints.restore(tune.Checkpoint(str(folders[0])), "scratch", "t")
+    assert state["epoch"] == 9 and len(history) == 9
+    assert f"going on from its newest checkpoint {folders[2]} (epoch 9), which Ray's record" in capsys.readouterr().err
+    assert checkpoints.read_newest_history(tune.Checkpoint(str(folders[0]))).epoch.max() == 9
+    # A newer one that cannot be read (a driver killed while Ray copied it) is named and passed over.
+    (folders[2] / checkpoints.MODEL_FILE).write_bytes(b"half a file")
+    state, _ = checkpoints.restore(tune.Checkpoint(str(folders[0])), "scratch", "t")
+    assert (
+        state["epoch"] == 6
+        and f"cannot read checkpoint {folders[2] / checkpoints.MODEL_FILE}" in capsys.readouterr().err
+    )
+    (folders[1] / checkpoints.METRICS_FILE).write_bytes(b"half a file")
+    shutil.rmtree(folders[2])
+    assert checkpoints.read_newest_history(tune.Checkpoint(str(folders[0]))).epoch.max() == 3
+
+
 @pytest.mark.parametrize("fallback, epoch", [("previous", 3), ("scratch", None)])
 def test_an_unreadable_checkpoint_falls_back_as_chosen(tmp_path, capsys, fallback, epoch):
     folders = write_checkpoints(tmp_path)

@@ -360,14 +360,32 @@ def _raylet_node(node_id: str) -> bool:
     return node_id.startswith("fffff") and not node_id.endswith("00000")
 
 
+@contextlib.contextmanager
+def _port_taken(port: int):
+    """`port` on 127.0.0.1 held by a socket that listens and never answers. SO_REUSEADDR as servers set it (Ray's
+    dashboard does): connections of an earlier test's dashboard that linger in TIME_WAIT do not keep this socket off
+    the port, as they do not keep a dashboard off it. Where a live process holds it, the test waits until it lets go
+    (an earlier test's Ray shutting down, which would free it mid-test)."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        wait_for(lambda: _bound(taken, port), 60, f"port {port} to be free")
+        taken.listen()
+        yield
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
 def test_a_taken_dashboard_port_and_another_local_ray_leave_the_sweep_its_own_and_its_true_address(tmp_path):
     """Ray's dashboard port (8265) held by something else, and another local Ray (a user's other sweep) running: the
     sweep starts its own Ray beside them, and the address it prints is the one its dashboard answers on."""
     with contextlib.ExitStack() as stack:
-        taken = stack.enter_context(socket.socket())
-        with contextlib.suppress(OSError):  # (already taken, by another Ray for one: as good)
-            taken.bind(("127.0.0.1", 8265))
-            taken.listen()
+        stack.enter_context(_port_taken(8265))
         other = stack.enter_context(_head(os.environ.copy(), ["--num-cpus=1", "--include-dashboard=false"]))
         assert other
         log = tmp_path / "driver.log"

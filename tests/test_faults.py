@@ -103,7 +103,7 @@ def test_a_killed_trial_worker_restarts_from_its_last_checkpoint(tmp_path):
 
 
 def test_driver_killed_again_and_again_then_resume_finishes_without_rerunning(tmp_path):
-    sweep_dir, epochs = tmp_path / "killed", 12  # checkpoints at 10 and 12 (the quick preset checkpoints every 10)
+    sweep_dir, epochs = tmp_path / "killed", 12  # checkpoints at 8 and 12 (the quick preset checkpoints every 8)
     args = [
         "run",
         "synthetic",
@@ -234,13 +234,16 @@ def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_pat
     # As resume does first (see the test above): each recorded folder is there.
     checkpoints.mend_records(ExperimentAnalysis(str(sweep_dir)))
     latest = {name: Path(checkpoint.path) for name, checkpoint in recorded(sweep_dir).items()}
-    # The first trial's is truncated.
+    # The first trial's is truncated, and so is any it saved after Ray's last record (checkpoints.restore).
     broken_trial, healthy_trial = sorted(latest)
     model_file = latest[broken_trial] / checkpoints.MODEL_FILE
-    model_file.write_bytes(model_file.read_bytes()[:100])
+    for folder in checkpoint_dirs(sweep_dir / broken_trial):
+        if folder.name >= latest[broken_trial].name:
+            (folder / checkpoints.MODEL_FILE).write_bytes((folder / checkpoints.MODEL_FILE).read_bytes()[:100])
     older = [c for c in checkpoint_dirs(sweep_dir / broken_trial) if c.name < latest[broken_trial].name]
     expected_start = checkpoints.load(older[-1])[0]["epoch"] + 1 if fallback == "previous" and older else 1
-    healthy_epoch = checkpoints.load(latest[healthy_trial])[0]["epoch"]  # read now: Ray prunes old checkpoints
+    # The other goes on from its newest checkpoint (read now: Ray prunes old checkpoints).
+    healthy_epoch = max(checkpoints.load(c)[0]["epoch"] for c in checkpoint_dirs(sweep_dir / healthy_trial))
     reported_before = {name: len(epochs_reported(sweep_dir / name)) for name in latest}
 
     done = sweeps_cli("resume", sweep_dir, "--corrupt-checkpoint", fallback, "--no-report")
@@ -249,7 +252,7 @@ def test_a_truncated_checkpoint_is_named_and_its_trial_goes_on_as_chosen(tmp_pat
     assert f"cannot read checkpoint {model_file}" in output  # which trial (its folder) and which file
     after = {name: epochs_reported(sweep_dir / name)[count:] for name, count in reported_before.items()}
     assert after[broken_trial][0] == expected_start
-    assert after[healthy_trial][0] == healthy_epoch + 1  # the other trial goes on from its own checkpoint
+    assert after[healthy_trial][0] == healthy_epoch + 1
     trials, _ = check_tables(sweep_dir, 2)
     assert (trials.status == "TERMINATED").all() and (trials.epochs == KILLED_EPOCHS).all()
 
