@@ -25,10 +25,13 @@ lint: $(INSTALLED)
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+# The fused LSTM layer is compiled here, once (about 30 s); without a C++ compiler it says so in one line and the
+# layers run step by step.
+$(INSTALLED): pyproject.toml lstm_ae/fused_lstm.cpp
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c 'from lstm_ae import fused; fused.extension()'
 	touch $(INSTALLED)
 
 clean:

@@ -3,9 +3,10 @@
     LayerNormLSTM(1, 64)                    # the interface of nn.LSTM(batch_first=True), layer-normalised
     initialise(lstm, gate_bias="chrono", recurrent="orthogonal", steps=784)
 
-`nn.LSTM` (oneDNN on CPUs, cuDNN on GPUs) is the fast default; the layer-normalised cell is written step by
-step in PyTorch and costs more per step, but leaves the chance plateau of long sequences within an epoch
-(Ba et al. 2016, "Layer Normalization"; the measurements are in the README's pixel section).
+`nn.LSTM` (oneDNN on CPUs, cuDNN on GPUs) is the default; the layer-normalised cell leaves the chance plateau of
+long sequences within an epoch (Ba et al. 2016, "Layer Normalization"; the measurements are in the README's pixel
+section). On a CPU the layer-normalised layer, and every decoder, run as one fused call over the sequence
+(`lstm_ae.fused`); elsewhere step by step, in PyTorch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 
 import torch
 from torch import nn
+
+from lstm_ae import fused
 
 GATE_BIASES = ("default", "forget1", "chrono")  # PyTorch's uniform init; forget gate 1; Tallec & Ollivier 2018
 RECURRENT_INITS = ("default", "orthogonal")
@@ -35,12 +38,22 @@ class LayerNormLSTMLayer(nn.Module):
         self.cell_norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        if fused.usable(x):
+            return self.run(fused.time_major_linear(x, self.input_projection.weight, self.input_projection.bias), state)
+        return self.run(self.input_projection(x), state)
+
+    def run(self, projected: torch.Tensor | tuple, state: tuple[torch.Tensor, torch.Tensor]):
+        """The layer from its input projection (N, T, 4H; or two parts, see `fused.run`) on: fused on the CPU, else
+        step by step."""
+        if fused.usable(projected):
+            return fused.run(projected, state, self.recurrent.weight, (self.recurrent_norm, self.cell_norm))
+        if isinstance(projected, tuple):
+            projected = sum(projected)
         h, c = state
         outputs = []
-        # One projection of every step, then steps taken by unbind: indexing x[:, t] in the loop made backward
-        # 25x slower (measured).
-        for projected in self.input_projection(x).unbind(1):
-            gates = projected + self.recurrent_norm(self.recurrent(h))
+        # Steps taken by unbind: indexing projected[:, t] in the loop made backward 25x slower (measured).
+        for step in projected.unbind(1):
+            gates = step + self.recurrent_norm(self.recurrent(h))
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(self.cell_norm(c))
@@ -93,6 +106,34 @@ def make_lstm(cell: str, input_size: int, hidden_size: int, num_layers: int) -> 
     if cell == "layernorm":
         return LayerNormLSTM(input_size, hidden_size, num_layers)
     return nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+
+
+def input_weights(lstm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W (4H, input), b (4H,)) of the first layer's input projection W x + b, biases summed, for either kind."""
+    if isinstance(lstm, LayerNormLSTM):
+        projection = lstm.layers[0].input_projection
+        return projection.weight, projection.bias
+    return lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+
+
+def run_projected(lstm: nn.Module, projected: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The outputs (N, T, H) of an LSTM of either kind from a zero state, given its first layer's input projection
+    (N, T, 4H; see `input_weights`), which a caller computes once per sequence where the input repeats; two parts
+    that add up to it (see `fused.run`) where the fused layer runs. nn.LSTM takes inputs only: where the fused layer
+    does not run, this is for the layer-normalised kind alone."""
+    first = projected[0] if isinstance(projected, tuple) else projected
+    zeros = first.new_zeros(first.shape[0], lstm.hidden_size)
+    if isinstance(lstm, LayerNormLSTM):
+        x, _ = lstm.layers[0].run(projected, (zeros, zeros))
+        for layer in lstm.layers[1:]:
+            x, _ = layer(x, (zeros, zeros))
+        return x
+    x, _ = fused.run(projected, (zeros, zeros), lstm.weight_hh_l0)
+    for k in range(1, lstm.num_layers):
+        weight_ih, weight_hh = getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")
+        bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
+        x, _ = fused.run(fused.time_major_linear(x, weight_ih, bias), (zeros, zeros), weight_hh)
+    return x
 
 
 def layers(lstm: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstm_ae import cells
+from lstm_ae import cells, fused
 
 DECODER_INPUTS = ("repeat", "position")
 
@@ -105,19 +105,34 @@ class LSTMAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> Output:
         encoded, (hidden, _) = self.encoder(x)
         z = hidden[-1]  # last hidden state of the top layer: (N, hidden)
-        decoded, _ = self.decoder(self._decoder_inputs(z, x.shape[1]))
+        decoded = self._decode(z, x.shape[1])
         return Output(
             reconstruction=torch.tanh(self.reconstruct(decoded)),
             logits=self.classifier(z) if self.classifier is not None else None,
             prediction=self.predictor(encoded) if self.predictor is not None else None,
         )
 
+    def _decode(self, z: torch.Tensor, steps: int) -> torch.Tensor:
+        """The decoder's outputs (N, T, H). Its input is z at every step (and the step's position): the fused layer
+        takes the projection of z once per sequence, where nn.LSTM would project the same z at each of the T steps."""
+        if self.position is not None and steps != len(self.position):
+            raise ValueError(f"this model's decoder knows {len(self.position)} positions, the input has {steps} steps")
+        if not fused.usable(z) and not isinstance(self.decoder, cells.LayerNormLSTM):
+            decoded, _ = self.decoder(self._decoder_inputs(z, steps))
+            return decoded
+        weight, bias = cells.input_weights(self.decoder)
+        hidden = z.shape[1]
+        per_sequence = F.linear(z, weight[:, :hidden], bias).unsqueeze(1)  # (N, 1, 4H)
+        if self.position is None:
+            return cells.run_projected(self.decoder, per_sequence.expand(-1, steps, -1))
+        per_step = F.linear(self.position.to(per_sequence.dtype), weight[:, hidden:])  # (T, 4H), the same for all
+        parts = (per_sequence.expand(-1, steps, -1), per_step.unsqueeze(0).expand(len(z), -1, -1))
+        return cells.run_projected(self.decoder, parts if fused.usable(z) else sum(parts))
+
     def _decoder_inputs(self, z: torch.Tensor, steps: int) -> torch.Tensor:
         repeated = z.unsqueeze(1).expand(-1, steps, -1)
         if self.position is None:
             return repeated
-        if steps != len(self.position):
-            raise ValueError(f"this model's decoder knows {len(self.position)} positions, the input has {steps} steps")
         position = self.position.to(z.dtype).unsqueeze(0).expand(len(z), -1, -1)
         return torch.cat([repeated, position], dim=2)
 
