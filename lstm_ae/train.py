@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from lstm_ae.allocator import keep_freed_memory
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
 from lstm_ae.precision import PRECISIONS, autocast, check_precision
@@ -263,7 +264,9 @@ def fit(
     device=None,
     start: dict | None = None,
 ) -> Fit:
-    """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step."""
+    """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step. The
+    process keeps the memory it frees for the next step (lstm_ae.allocator)."""
+    keep_freed_memory()
     hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed, schedule, precision)
     return Fit(model, splits, hp, device=device, start=start)
 
