@@ -45,7 +45,7 @@ class LayerNormLSTMLayer(nn.Module):
     def run(self, projected: torch.Tensor | tuple, state: tuple[torch.Tensor, torch.Tensor]):
         """The layer from its input projection (N, T, 4H; or two parts, see `fused.run`) on: fused on the CPU, else
         step by step."""
-        if fused.usable(projected):
+        if fused.usable(projected[0] if isinstance(projected, tuple) else projected):
             return fused.run(projected, state, self.recurrent.weight, (self.recurrent_norm, self.cell_norm))
         if isinstance(projected, tuple):
             projected = sum(projected)

@@ -91,7 +91,10 @@ def test_a_projection_in_two_parts_is_their_sum():
 MODELS = {
     "the pixel recipe": dict(encoder_cell="layernorm", decoder_input="position"),
     "the study's": dict(),
-    "layer-normalised both, two layers": dict(encoder_cell="layernorm", decoder_cell="layernorm", num_layers=2),
+    "layer-normalised both, two layers, position": dict(
+        encoder_cell="layernorm", decoder_cell="layernorm", num_layers=2, decoder_input="position"
+    ),
+    "layer-normalised both, repeat": dict(encoder_cell="layernorm", decoder_cell="layernorm"),
 }
 
 
