@@ -88,26 +88,32 @@ def test_evaluate_is_the_mean_over_the_whole_split(signals):
 
 
 @pytest.mark.parametrize(
-    "recipe", [{}, {"schedule": "cosine", "precision": "bf16"}], ids=["constant-fp32", "cosine-bf16"]
+    "recipe, model",
+    [
+        ({}, {}),
+        ({"schedule": "cosine", "precision": "bf16"}, {}),
+        ({}, {"encoder_cell": "layernorm", "decoder_input": "position", "steps": 50}),  # (fused on a CPU)
+    ],
+    ids=["constant-fp32", "cosine-bf16", "layernorm-position"],
 )
-def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe):
+def test_continuing_from_a_saved_state_is_the_same_as_not_stopping(signals, recipe, model):
     kwargs = dict(batch_size=32, lr=1e-2, grad_clip=1.0, seed=5, device="cpu", **recipe)
     if recipe.get("precision") == "bf16":
-        bf16_or_refused(lambda: _continued_equals_straight(signals, kwargs))
+        bf16_or_refused(lambda: _continued_equals_straight(signals, kwargs, model))
     else:
-        _continued_equals_straight(signals, kwargs)
+        _continued_equals_straight(signals, kwargs, model)
 
 
-def _continued_equals_straight(signals, kwargs):
-    straight = list(fit(model_for(signals), signals, epochs=4, **kwargs))
+def _continued_equals_straight(signals, kwargs, options):
+    straight = list(fit(model_for(signals, **options), signals, epochs=4, **kwargs))
 
-    first_half = fit(model_for(signals), signals, epochs=4, **kwargs)
+    first_half = fit(model_for(signals, **options), signals, epochs=4, **kwargs)
     next(first_half), next(first_half)  # interrupted after epoch 2 (the schedule spans all 4)
     saved = io.BytesIO()
     torch.save(first_half.state(), saved)
     saved.seek(0)
     state = torch.load(saved, weights_only=True)  # what a checkpoint reader does
-    fresh = LSTMAutoencoder.from_config(model_for(signals).config, seed=123)  # other weights, overwritten
+    fresh = LSTMAutoencoder.from_config(model_for(signals, **options).config, seed=123)  # other weights, overwritten
     second_half = list(fit(fresh, signals, epochs=4, start=state, **kwargs))
 
     assert [m["epoch"] for m in second_half] == [3, 4]
