@@ -177,3 +177,21 @@ def test_without_a_compiler_the_cells_run_step_by_step_after_one_line(tmp_path):
     said = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(said) == 1 and said[0].startswith("lstm_ae: the fused LSTM layer cannot be built here (")
     assert said[0].endswith("the layers run step by step, slower")
+
+
+def test_batch_rows_split_over_threads_give_the_same_gradients():
+    # 64 rows in chunks of 16 over 2 threads: each thread its own scratch and its own share of the layer norms'
+    # parameter gradients, added up at the end.
+    projected, h0, c0, weight, norms = _layer_inputs("layernorm", 20, batch=64)
+    inputs = [projected, h0, c0, weight, *(p for norm in norms for p in norm.parameters())]
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outputs, (_, c_n) = fused.run(projected, (h0, c0), weight, norms)
+            results.append(torch.autograd.grad(outputs.sum() + c_n.sum(), inputs))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results):
+        torch.testing.assert_close(one, two, rtol=1e-12, atol=1e-12)
