@@ -45,12 +45,17 @@ INLINE std::pair<T, T> moments(const T* x, int64_t n, T eps) {
   return {mean, T(1) / std::sqrt(squares / T(n) + eps)};
 }
 
-// The backward of y = LN(x) * gamma + beta for one row: from dy * gamma (`dn`) and LN(x) (`n`) into dx.
+// The backward of y = gamma * n + beta, n = LN(x), for one row: dx from dy (dx may be dy), and the row's share of
+// gamma's and beta's gradients added to d_gamma and d_beta. `dn`: `size` values of scratch.
 template <typename T>
-INLINE void layer_norm_backward(const T* dn, const T* n, T rstd, int64_t size, T* dx) {
+INLINE void layer_norm_backward(const T* dy, const T* n, const T* gamma, T rstd, int64_t size, T* d_gamma, T* d_beta,
+                                T* dn, T* dx) {
   T sum = 0, dot = 0;
 #pragma omp simd reduction(+ : sum, dot)
   for (int64_t k = 0; k < size; ++k) {
+    d_gamma[k] += dy[k] * n[k];
+    d_beta[k] += dy[k];
+    dn[k] = dy[k] * gamma[k];
     sum += dn[k];
     dot += dn[k] * n[k];
   }
@@ -150,16 +155,8 @@ FOR_EVERY_CPU void backward_row(int64_t H, Norms<T> norms, Row<T> row, const T* 
     da[3 * H + j] = dh * th[j] * o[j] * (T(1) - o[j]);
     dc[j] = dh * o[j] * (T(1) - th[j] * th[j]);  // of tanh's argument
   }
-  if (norms.gamma_c) {
-    T *dcn = scratch + H, *d_gamma_c = sums + 2 * G, *d_beta_c = d_gamma_c + H;
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      d_gamma_c[j] += dc[j] * row.cn[j];
-      d_beta_c[j] += dc[j];
-      dcn[j] = dc[j] * norms.gamma_c[j];
-    }
-    layer_norm_backward(dcn, row.cn, *row.rstd_c, H, dc);
-  }
+  if (norms.gamma_c)
+    layer_norm_backward(dc, row.cn, norms.gamma_c, *row.rstd_c, H, sums + 2 * G, sums + 2 * G + H, scratch + H, dc);
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T dcj = dc[j] + dc_next[j];
@@ -168,16 +165,8 @@ FOR_EVERY_CPU void backward_row(int64_t H, Norms<T> norms, Row<T> row, const T* 
     da[2 * H + j] = dcj * i[j] * (T(1) - g[j] * g[j]);
     dc_next[j] = dcj * f[j];
   }
-  if (norms.gamma_r) {
-    T *drn = scratch, *d_gamma_r = sums, *d_beta_r = sums + G;  // (dc is spent)
-#pragma omp simd
-    for (int64_t k = 0; k < G; ++k) {
-      d_gamma_r[k] += da[k] * row.rn[k];
-      d_beta_r[k] += da[k];
-      drn[k] = da[k] * norms.gamma_r[k];
-    }
-    layer_norm_backward(drn, row.rn, *row.rstd_r, G, dr);
-  }
+  if (norms.gamma_r)  // (the scratch's dc is spent)
+    layer_norm_backward(da, row.rn, norms.gamma_r, *row.rstd_r, G, sums, sums + G, scratch, dr);
 }
 
 // A (S, B, X) tensor's rows, X contiguous, any strides over S and B (0 for an expanded one); null where empty.
