@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 import weakref
 from pathlib import Path
 
@@ -67,8 +68,10 @@ def _build_directory() -> str | None:
 
 
 def usable(tensor: torch.Tensor) -> bool:
-    """Whether the fused layer runs on `tensor`'s device here."""
-    return _enabled and tensor.device.type == "cpu" and extension() is not None
+    """Whether the fused layer runs on `tensor` here: on the CPU, in fp32 or fp64 (or under autocast, where it
+    computes in fp32), and with the extension built."""
+    precision = tensor.dtype in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu")
+    return _enabled and tensor.device.type == "cpu" and precision and extension() is not None
 
 
 @contextlib.contextmanager
@@ -109,17 +112,32 @@ class _Pool:
 
     def __init__(self):
         self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
 
     def take(self, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-        free = self._free.get((shape, like.dtype))
-        return free.pop() if free else like.new_empty(shape)
+        with self._lock:
+            free = self._free.get((shape, like.dtype))
+            if free:
+                return free.pop()
+        return like.new_empty(shape)
 
     def give(self, *buffers: torch.Tensor) -> None:
-        for buffer in buffers:
-            self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
+        with self._lock:
+            for buffer in buffers:
+                self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
 
 
 _pool = _Pool()
+
+
+def release_buffers() -> None:
+    """Let go of the buffers the layers keep for their next step (`fit` does at its start: a worker process that
+    runs one trial after another would otherwise keep every earlier trial's sizes)."""
+    _pool.clear()
 
 
 class _Layer(torch.autograd.Function):

@@ -27,9 +27,13 @@ namespace {
 
 #define INLINE inline __attribute__((always_inline))  // into each CPU's clone of the callers, at its width
 
+// exp of minus |x| only: 1 / (1 + exp(-x)) is NaN under -ffast-math where exp overflows (x < -88.7 in float), and
+// a saturated gate is a healthy one.
 template <typename T>
 INLINE T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(-std::abs(x));
+  const T s = T(1) / (T(1) + e);
+  return x >= T(0) ? s : e * s;
 }
 
 // (mean, 1 / sqrt(variance + eps)) of n values, as nn.LayerNorm computes them (biased variance).
@@ -217,6 +221,16 @@ struct Layer {
   }
 };
 
+void check_sizes(int64_t B, int64_t H, const torch::Tensor& h0, const torch::Tensor& c0,
+                 const std::vector<torch::Tensor>& norms) {
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == H && c0.sizes() == h0.sizes(),
+              "h0 and c0 must be (B, H) = (", B, ", ", H, ")");
+  TORCH_CHECK(norms.size() == 4, "four layer-norm parameters, or four empty tensors");
+  if (norms[0].numel() == 0) return;
+  for (int k = 0; k < 4; ++k)
+    TORCH_CHECK(norms[k].is_contiguous() && norms[k].numel() == (k < 2 ? 4 * H : H), "layer-norm sizes 4H, 4H, H, H");
+}
+
 }  // namespace
 
 // Fills h (T, B, H) and what backward needs, `kept`: c (T, B, H), act (T, B, 4H), th (T, B, H), and for the
@@ -231,8 +245,8 @@ void forward(const torch::Tensor& xp, const torch::Tensor& xp2, const torch::Ten
   TORCH_CHECK(xp2.numel() == 0 || (xp2.sizes() == xp.sizes() && xp2.stride(2) == 1), "xp2: xp's shape");
   TORCH_CHECK(h0.is_contiguous() && c0.is_contiguous() && h.is_contiguous(), "contiguous h0, c0 and h");
   const int64_t T = xp.size(0), B = xp.size(1), H = weight.size(1), G = 4 * H;
-  TORCH_CHECK(T >= 1 && xp.size(2) == G && weight.size(0) == G && h0.size(0) == B && h0.size(1) == H,
-              "xp (T, B, 4H), weight (4H, H) and h0 (B, H) disagree");
+  TORCH_CHECK(T >= 1 && xp.size(2) == G && weight.size(0) == G, "xp (T, B, 4H) and weight (4H, H) disagree");
+  check_sizes(B, H, h0, c0, norms);
   auto r = torch::empty({B, G}, xp.options());
   const auto w_t = weight.t();
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "fused_lstm_forward", [&] {
@@ -259,6 +273,8 @@ std::vector<torch::Tensor> backward(const torch::Tensor& dh, const torch::Tensor
                                     const torch::Tensor& dr) {
   TORCH_CHECK(dh.is_contiguous() && dxp.is_contiguous() && dr.is_contiguous(), "contiguous dh, dxp and dr");
   const int64_t T = h.size(0), B = h.size(1), H = weight.size(1), G = 4 * H;
+  TORCH_CHECK(dh.sizes() == h.sizes() && dc_last.sizes() == c0.sizes(), "dh (T, B, H) and dc_last (B, H)");
+  check_sizes(B, H, h0, c0, norms);
   const bool norm = norms[0].numel() > 0;
   auto dh_next = torch::zeros({B, H}, h.options());
   auto dc_next = dc_last.contiguous().clone();
@@ -290,12 +306,13 @@ std::vector<torch::Tensor> backward(const torch::Tensor& dh, const torch::Tensor
   if (norm) {
     const auto total = sums.sum(0);
     for (auto [start, size] : {std::pair<int64_t, int64_t>{0, G}, {G, G}, {2 * G, H}, {2 * G + H, H}})
-      grads.push_back(total.narrow(0, start, size));
+      grads.push_back(total.narrow(0, start, size).clone());  // each parameter its own gradient's storage
   }
   return grads;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "one LSTM layer over a sequence, forward");
-  m.def("backward", &backward, "one LSTM layer over a sequence, backward");
+  // Without Python's lock while they run: other threads of the process (Ray's reporting, say) go on meanwhile.
+  m.def("forward", &forward, "one LSTM layer over a sequence, forward", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "one LSTM layer over a sequence, backward", py::call_guard<py::gil_scoped_release>());
 }

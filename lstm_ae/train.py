@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from lstm_ae import fused
 from lstm_ae.allocator import keep_freed_memory
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder, Output
@@ -265,8 +266,10 @@ def fit(
     start: dict | None = None,
 ) -> Fit:
     """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step. The
-    process keeps the memory it frees for the next step (lstm_ae.allocator)."""
+    process keeps the memory it frees for the next step (lstm_ae.allocator), and drops the fused layers' buffers of
+    earlier fits."""
     keep_freed_memory()
+    fused.release_buffers()
     hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed, schedule, precision)
     return Fit(model, splits, hp, device=device, start=start)
 

@@ -215,6 +215,17 @@ def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended():
     assert not ray.is_initialized()
 
 
+def test_trial_workers_keep_one_malloc_arena():
+    """A worker of the sweep's Ray runs with one malloc arena (sweeps.cluster.WORKERS), where the thread Tune trains in
+    keeps the memory it frees (lstm_ae.allocator)."""
+    import ray
+
+    from sweeps.cluster import ray_session
+
+    with ray_session():
+        assert ray.get(ray.remote(lambda: os.environ.get("MALLOC_ARENA_MAX")).remote()) == "1"
+
+
 def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypatch):
     """Ray's ConnectionError is an OSError, which the command line would otherwise tell as a storage problem."""
     import ray

@@ -195,3 +195,40 @@ def test_batch_rows_split_over_threads_give_the_same_gradients():
         torch.set_num_threads(before)
     for one, two in zip(*results):
         torch.testing.assert_close(one, two, rtol=1e-12, atol=1e-12)
+
+
+def test_saturated_gates_give_what_the_cells_give():
+    # A gate's input of -100 is finite and shuts it: exp(100) overflows a float, and 1 / (1 + inf) under -ffast-math
+    # had been NaN.
+    projected, h0, c0, weight, norms = _layer_inputs("layernorm", 6, hidden=8, dtype=torch.float32)
+    for cell_norms in (None, norms):
+        with torch.no_grad():
+            saturated = projected.detach().sign() * 100
+            fast, _ = fused.run(saturated, (h0, c0), weight, cell_norms)
+            slow, _ = _step_by_step(saturated, h0, c0, weight, cell_norms)
+        assert not fast.isnan().any()
+        torch.testing.assert_close(fast, slow)
+
+
+def test_states_of_the_wrong_shape_are_refused():
+    projected, h0, c0, weight, norms = _layer_inputs("layernorm", 3)
+    with pytest.raises(RuntimeError, match=r"h0 and c0 must be \(B, H\)"):
+        fused.run(projected, (h0, c0[:1]), weight, norms)
+
+
+def test_a_model_in_bf16_without_autocast_runs_step_by_step():
+    model = LSTMAutoencoder(1, 4, encoder_cell="layernorm", steps=5).to(torch.bfloat16)
+    assert model(torch.rand(2, 5, 1, dtype=torch.bfloat16)).reconstruction.dtype == torch.bfloat16
+
+
+def test_a_new_fit_lets_go_of_the_last_ones_buffers():
+    from lstm_ae.data import Split, Splits
+    from lstm_ae.train import fit
+
+    x = torch.rand(8, 12, 1)
+    splits = Splits(train=Split(x, None), val=Split(x, None), test=Split(x, None))
+    model = LSTMAutoencoder(1, 4, encoder_cell="layernorm", steps=12)
+    list(fit(model, splits, epochs=1, batch_size=4, lr=1e-3))
+    assert fused._pool._free
+    fit(model, splits, epochs=1, batch_size=4, lr=1e-3)
+    assert not fused._pool._free
