@@ -106,9 +106,10 @@ def run(
 
 
 class _Pool:
-    """Buffers of the sizes the layers keep for backward, handed back once their graph is gone (a training loop
-    holds two sets: the last step's graph lives until the next step's loss replaces it). Fresh memory of that size
-    comes from the system page by page: a new (784, 64, 256) buffer each step cost more than the step's arithmetic."""
+    """Buffers of the sizes the layers keep for backward, handed back once their graph is gone (`fit` lets it go
+    after each backward: one set serves every step; a loop that holds its loss until the next forward needs two).
+    Fresh memory of that size comes from the system page by page: a new (784, 64, 256) buffer each step cost more
+    than the step's arithmetic."""
 
     def __init__(self):
         self._free: dict[tuple, list[torch.Tensor]] = {}

@@ -239,6 +239,10 @@ class Fit:
                 parts = losses(self.model(x), x, y, self.hp.recon_weight)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(parts["loss"]).backward()
+            totals.add(parts, len(batch))
+            # The step's graph goes now, not when the next step's forward replaces it: the fused layers hand their
+            # buffers back with it, so one set of them serves every step.
+            del parts
             if self.hp.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp.grad_clip, foreach=True)
@@ -246,7 +250,6 @@ class Fit:
             self.scaler.update()
             if self.hp.schedule == "cosine":
                 self.schedule.step()
-            totals.add(parts, len(batch))
         return totals.means()
 
 

@@ -232,3 +232,19 @@ def test_a_new_fit_lets_go_of_the_last_ones_buffers():
     assert fused._pool._free
     fit(model, splits, epochs=1, batch_size=4, lr=1e-3)
     assert not fused._pool._free
+
+
+def test_fit_needs_one_set_of_buffers():
+    # The trainer lets each step's graph go right after its backward: the next step takes the same buffers back, and
+    # three steps an epoch keep no more than one.
+    from lstm_ae.data import Split, Splits
+    from lstm_ae.train import fit
+
+    def kept_after(train_size: int) -> int:
+        x = torch.rand(train_size, 10, 1)
+        splits = Splits(train=Split(x, None), val=Split(x[:4], None), test=Split(x[:4], None))
+        model = LSTMAutoencoder(1, 4, encoder_cell="layernorm", steps=10)
+        list(fit(model, splits, epochs=2, batch_size=4, lr=1e-3))
+        return sum(len(free) for (shape, _), free in fused._pool._free.items() if shape[0] == 10)  # (all 10 steps)
+
+    assert kept_after(12) == kept_after(4) > 0
