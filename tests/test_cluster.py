@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import psutil
@@ -216,14 +217,18 @@ def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended():
 
 
 def test_trial_workers_keep_one_malloc_arena():
-    """A worker of the sweep's Ray runs with one malloc arena (sweeps.cluster.WORKERS), where the thread Tune trains in
-    keeps the memory it frees (lstm_ae.allocator)."""
+    """A worker of the sweep's embedded Ray runs with one malloc arena (sweeps.cluster.ONE_MALLOC_ARENA), where the
+    thread Tune trains in keeps the memory it frees (lstm_ae.allocator); cluster.yaml starts its nodes so."""
     import ray
 
     from sweeps.cluster import ray_session
 
-    with ray_session():
+    with mock.patch.dict(os.environ), ray_session():
+        os.environ.pop("MALLOC_ARENA_MAX", None)  # (the test's own process may have one; the session sets it)
         assert ray.get(ray.remote(lambda: os.environ.get("MALLOC_ARENA_MAX")).remote()) == "1"
+    config = yaml.safe_load(Path("cluster.yaml").read_text())
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("MALLOC_ARENA_MAX=1 " in command for command in starts if "ray start" in command)
 
 
 def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypatch):
