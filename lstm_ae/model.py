@@ -127,7 +127,7 @@ class LSTMAutoencoder(nn.Module):
             return cells.run_projected(self.decoder, per_sequence.expand(-1, steps, -1))
         per_step = F.linear(self.position.to(per_sequence.dtype), weight[:, hidden:])  # (T, 4H), the same for all
         parts = (per_sequence.expand(-1, steps, -1), per_step.unsqueeze(0).expand(len(z), -1, -1))
-        return cells.run_projected(self.decoder, parts if fused.usable(z) else sum(parts))
+        return cells.run_projected(self.decoder, parts)  # (a layer that runs step by step adds them up)
 
     def _decoder_inputs(self, z: torch.Tensor, steps: int) -> torch.Tensor:
         repeated = z.unsqueeze(1).expand(-1, steps, -1)
