@@ -33,6 +33,10 @@ def position_code(steps: int) -> torch.Tensor:
     return torch.cat([F.one_hot(t // width, width), F.one_hot(t % width, width)], dim=1).float()
 
 
+def _shape(shape: tuple | None) -> str:
+    return "absent" if shape is None else "x".join(map(str, shape)) or "a scalar"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     input_size: int  # features per step: 1 for signals and prices, 28 for MNIST rows
@@ -101,6 +105,19 @@ class LSTMAutoencoder(nn.Module):
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed)
             return cls(**kwargs)
+
+    @classmethod
+    def misfit(cls, config: dict, weights: dict) -> str | None:
+        """What keeps `weights` from loading into the model `config` builds (a parameter missing, unexpected or of
+        another shape), in a few words; None where they fit. The configuration itself must build (TypeError or
+        ValueError otherwise). Built on the meta device: no memory, no initialisation."""
+        with torch.device("meta"):
+            expected = {name: tuple(tensor.shape) for name, tensor in cls.from_config(config).state_dict().items()}
+        given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+        for name in sorted(expected.keys() | given.keys()):
+            if expected.get(name) != given.get(name):
+                return f"{name} is {_shape(given.get(name))} where its configuration makes {_shape(expected.get(name))}"
+        return None
 
     def forward(self, x: torch.Tensor) -> Output:
         encoded, (hidden, _) = self.encoder(x)

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.fs
 import torch
 
+from lstm_ae.model import LSTMAutoencoder
 from sweeps import storage
 
 if TYPE_CHECKING:
@@ -31,7 +32,11 @@ BEST = "best"  # model.pt's entry for the best epoch so far: {"model": weights, 
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated or not a plain tensor file; the message names it."""
+    """A checkpoint file is missing, truncated, not a plain tensor file or inconsistent; the message names it."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot read checkpoint {path}: {reason}")
+        self.reason = reason
 
 
 def save(folder: str | Path, state: dict, model_config: dict, history: list[dict], data: dict) -> None:
@@ -50,7 +55,7 @@ def load(folder: str | Path) -> tuple[dict, list[dict]]:
     try:
         history = pd.read_parquet(folder / METRICS_FILE).to_dict("records")
     except Exception as error:  # truncated, missing, not Parquet: all mean "not this checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {folder / METRICS_FILE}: {_described(error)}") from error
+        raise CheckpointError(folder / METRICS_FILE, _described(error)) from error
     return state, history
 
 
@@ -63,8 +68,9 @@ def check_own_files(folder: str) -> None:
         path = Path(folder) / name
         if path.is_symlink():
             raise CheckpointError(
-                f"cannot read checkpoint {path}: it is a symbolic link (to {os.readlink(path)}), not a file the trial "
-                "wrote; nothing outside the sweep is read as a checkpoint"
+                path,
+                f"it is a symbolic link (to {os.readlink(path)}), not a file the trial "
+                "wrote; nothing outside the sweep is read as a checkpoint",
             )
 
 
@@ -85,7 +91,7 @@ def read_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, filesystem=checkpoint.filesystem)
     except Exception as error:  # truncated, missing, not Parquet
-        raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
+        raise CheckpointError(path, _described(error)) from error
 
 
 def read_newest_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
@@ -108,10 +114,28 @@ def load_state(path: str | Path) -> dict:
         source = io.BytesIO(storage.read_bytes(str(path))) if not storage.is_local(str(path)) else path
         state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, pickled code, missing file: all mean "not this checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {path}: {_described(error)}") from error
+        raise CheckpointError(path, _described(error)) from error
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"cannot read checkpoint {path}: not a trial's checkpoint (no model state)")
+        raise CheckpointError(path, "not a trial's checkpoint (no model state)")
+    _check_weights_fit(path, state)
     return state
+
+
+def _check_weights_fit(path: str | Path, state: dict) -> None:
+    """CheckpointError where the weights (the checkpoint's own or its best epoch's) do not fit the model configuration
+    it records: loading them would fail with PyTorch's many-line report, or a tampered configuration would rebuild
+    another model than the one trained."""
+    if "model_config" not in state:
+        return  # its reader builds the model from the trial's configuration (resume) and loads it there
+    for weights in (state["model"], (state.get(BEST) or {}).get("model")):
+        try:
+            misfit = weights is not None and LSTMAutoencoder.misfit(state["model_config"], weights)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(
+                path, f"its model configuration does not build a model ({_described(error)})"
+            ) from error
+        if misfit:
+            raise CheckpointError(path, f"its weights do not fit its model configuration: {misfit}")
 
 
 def _described(error: Exception) -> str:

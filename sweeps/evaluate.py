@@ -58,7 +58,9 @@ def load(path: str | Path) -> Trained:
         weights = state.get(checkpoints.BEST) or state
         model = LSTMAutoencoder.from_config(state["model_config"])
         model.load_state_dict(weights["model"])
-    except (checkpoints.CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
+    except checkpoints.CheckpointError as error:
+        raise EvaluationError(f"{path} is not a usable checkpoint: {error.reason}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise EvaluationError(
             f"{path} is not a usable checkpoint ({type(error).__name__}: {first_line(error)})"
         ) from None

@@ -8,26 +8,25 @@ import pytest
 import torch
 from ray import tune
 
+from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints
 from sweeps.checkpoints import CheckpointError
 from sweeps.experiments import EXPERIMENTS
 from sweeps.trial import keep_if_better
 
+TINY_MODEL = {"input_size": 1, "hidden_size": 2}
+
 
 def write_checkpoints(trial: Path, epochs=(3, 6, 9)) -> list[Path]:
+    """Checkpoints of a tiny model, each marked with its epoch in its reconstruction bias."""
     folders = []
     for index, epoch in enumerate(epochs):
         folder = trial / f"checkpoint_{index:06d}"
         folder.mkdir(parents=True)
-        state = {
-            "model": {"w": torch.full((2,), float(epoch))},
-            "optimizer": {},
-            "epoch": epoch,
-            "rng": torch.Generator().get_state(),
-        }
-        checkpoints.save(
-            folder, state, {"input_size": 1, "hidden_size": 2}, [{"epoch": e} for e in range(1, epoch + 1)], {}
-        )
+        weights = LSTMAutoencoder.from_config(TINY_MODEL).state_dict()
+        weights["reconstruct.bias"].fill_(epoch)
+        state = {"model": weights, "optimizer": {}, "epoch": epoch, "rng": torch.Generator().get_state()}
+        checkpoints.save(folder, state, TINY_MODEL, [{"epoch": e} for e in range(1, epoch + 1)], {})
         folders.append(folder)
     return folders
 
@@ -72,10 +71,38 @@ def test_evaluate_never_reads_a_linked_model_file(tmp_path):
             load(given)
 
 
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda state: state["model_config"].update(hidden_size=3), "its weights do not fit its model configuration: "),
+        (
+            lambda state: state["best"]["model"].pop("reconstruct.bias"),
+            "its weights do not fit its model configuration: reconstruct.bias is absent where its configuration makes 1",
+        ),
+        (lambda state: state["model_config"].update(cell="gru"), "its model configuration does not build a model"),
+        (lambda state: state["model_config"].update(hidden_size=-1), "its model configuration does not build a model"),
+    ],
+    ids=["shapes", "best-epoch's", "unknown-field", "impossible-value"],
+)
+def test_a_checkpoint_whose_weights_do_not_fit_its_configuration_is_named_and_the_previous_one_used(
+    tmp_path, capsys, tamper, message
+):
+    folders = write_checkpoints(tmp_path / "trial")
+    model_file = folders[-1] / checkpoints.MODEL_FILE
+    state = torch.load(model_file, weights_only=True)
+    state["best"] = {"model": dict(state["model"]), "epoch": 9, "value": 0.1}
+    tamper(state)
+    torch.save(state, model_file)
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {model_file}: {message}"):
+        checkpoints.load(folders[-1])
+    state, _ = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
+    assert state["epoch"] == 6 and message in capsys.readouterr().err
+
+
 def test_a_readable_checkpoint_is_used_as_it_is(tmp_path):
     folders = write_checkpoints(tmp_path)
     state, history = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
-    assert state["epoch"] == 9 and len(history) == 9 and state["model"]["w"][0] == 9
+    assert state["epoch"] == 9 and len(history) == 9 and state["model"]["reconstruct.bias"][0] == 9
     assert checkpoints.restore(None, "previous", "t") == (None, [])
 
 

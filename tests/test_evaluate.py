@@ -133,10 +133,15 @@ def test_what_is_not_a_usable_checkpoint_is_refused_in_one_line(classified, tmp_
     truncated = tmp_path / "truncated" / "model.pt"
     truncated.parent.mkdir()
     truncated.write_bytes((checkpoint / "model.pt").read_bytes()[:500])
+    mismatched = tmp_path / "mismatched" / "model.pt"
+    mismatched.parent.mkdir()
+    state = torch.load(checkpoint / "model.pt", weights_only=True)
+    torch.save({**state, "model_config": {**state["model_config"], "hidden_size": 7}}, mismatched)
     cases = [
         (tmp_path, "is not a checkpoint"),
         (code, "not a usable checkpoint"),
         (truncated, "not a usable checkpoint"),
+        (mismatched, "not a usable checkpoint: its weights do not fit its model configuration: "),
     ]
     for path, message in cases:
         done = sweeps_cli("evaluate", path)

@@ -396,6 +396,20 @@ def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(t
     assert status.returncode == 0 and "Failed to fetch metrics" not in status.stderr, status.stderr
     assert status.stderr.count("results file is gone") == 1 and "_".join(gone.name.split("_")[1:3]) in status.stderr
 
+    # The sweep's tables are outputs: damaged or emptied, they are made again from the trials' own files.
+    tables = shutil.copytree(tmp_path / "whole", tmp_path / "tables")
+    (tables / "trials.parquet").write_bytes(b"")
+    (tables / "metrics.parquet").write_bytes(b"PAR1 cut short")
+    assert sweeps_cli("status", tables).returncode == 0
+    report = sweeps_cli("report", tables)
+    assert report.returncode == 0, report.stderr[-3000:]
+    for table in ("trials.parquet", "metrics.parquet"):
+        made, first = (
+            pd.read_parquet(folder / table).drop(columns="path", errors="ignore")
+            for folder in (tables, tmp_path / "whole")
+        )
+        assert made.equals(first), table  # (the trials' paths name each copy's own folders)
+
 
 def test_ctrl_c_stops_the_sweep_a_second_signal_waits_and_a_second_driver_is_refused(tmp_path):
     """Ctrl-C: Tune saves its state, the tables are written, the last line says how to continue (130); a SIGHUP

@@ -1,3 +1,4 @@
+import re
 from dataclasses import asdict
 
 import pytest
@@ -113,3 +114,24 @@ def test_a_checkpoint_of_the_studys_decoder_loads_as_it_did():
     model = LSTMAutoencoder.from_config(saved)
     assert model.config.decoder_cell == "lstm" and model.config.decoder_input == "repeat"
     assert "position" not in model.state_dict()  # the position code is rebuilt, never stored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"input_size": 1, "hidden_size": 8, "num_layers": 2, "predict_next": True},
+        {"input_size": 1, "hidden_size": 8, "num_classes": 10, "encoder_cell": "layernorm", "gate_bias": "chrono",
+         "decoder_cell": "layernorm", "decoder_input": "position", "steps": 30},
+    ],
+    ids=["study", "every-option"],
+)  # fmt: skip
+def test_weights_that_do_not_fit_a_configuration_are_told_in_a_few_words(config):
+    weights = LSTMAutoencoder.from_config(config).state_dict()
+    assert LSTMAutoencoder.misfit(config, weights) is None
+    wider = LSTMAutoencoder.misfit({**config, "hidden_size": 9}, weights)
+    given, made = re.fullmatch(r"\S+ is ([\dx]+) where its configuration makes ([\dx]+)", wider).groups()
+    assert given != made
+    bias = weights.pop("reconstruct.bias")
+    assert LSTMAutoencoder.misfit(config, weights) == "reconstruct.bias is absent where its configuration makes 1"
+    weights["reconstruct.bias"], weights["stray"] = bias, torch.zeros(2, 3)
+    assert LSTMAutoencoder.misfit(config, weights) == "stray is 2x3 where its configuration makes absent"
