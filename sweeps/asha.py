@@ -18,37 +18,8 @@ import math
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler
 
-
-def for_sweep(sweep) -> ResumableASHA:
-    kind = SCHEDULERS[sweep.scheduler]
-    return kind(
-        time_attr="epoch",
-        max_t=sweep.budget,
-        grace_period=grace_period(sweep),
-        reduction_factor=sweep.reduction_factor,
-    )
-
-
-def pauses(sweep) -> bool:
-    """Whether the sweep's scheduler pauses trials at its rungs (they then checkpoint there, to resume from)."""
-    return sweep.early_stop and SCHEDULERS[sweep.scheduler].pauses
-
-
-def grace_period(sweep) -> int:
-    return min(sweep.grace_period or sweep.entry.presets[sweep.preset].grace_period, sweep.budget)
-
-
-def rungs(sweep) -> list[int]:
-    """The epochs at which ASHA may stop a trial, as Ray's ASHA sets them (async_hyperband.py, _Bracket)."""
-    grace, budget = grace_period(sweep), sweep.budget
-    factor = sweep.reduction_factor
-    count = int(math.log(budget / grace) / math.log(factor) + 1)  # Ray's own arithmetic
-    return [grace * factor**k for k in range(count)]
-
-
-def rungs_before_budget(sweep) -> list[int]:
-    """The rungs at which a trial may stop or wait early (at its budget a trial ends anyway)."""
-    return [rung for rung in rungs(sweep) if rung < sweep.budget]
+from sweeps import checkpoints
+from sweeps.experiments import EXPERIMENTS
 
 
 class ResumableASHA(ASHAScheduler):
@@ -66,21 +37,51 @@ class ResumableASHA(ASHAScheduler):
 
 
 def past_results(trial) -> list[dict]:
-    """The results the trial logged in its results file (on its storage: a folder, S3...), oldest first."""
+    """The results the trial reported, oldest first: those in its results file (on its storage: a folder, S3...), then
+    any epochs its newest checkpoint holds beyond them. The driver logs a result after the trial has written the
+    checkpoint of that epoch: a driver killed in between leaves the epoch out of the file, though the trial goes on
+    from that checkpoint (checkpoints.restore), and a scheduler that did not see it would judge the trial an epoch
+    late, or let it pass a rung unjudged."""
     storage = trial.storage
     path = f"{storage.trial_fs_path}/{EXPR_RESULT_FILE}"
     try:
         with storage.storage_filesystem.open_input_stream(path) as stream:
             text = stream.read().decode()
     except FileNotFoundError:
-        return []  # lost with its folder: the trial is judged on its new results alone
+        text = ""  # lost with its folder: the trial is judged on what its checkpoint holds and its new results
     results = []
     for line in text.splitlines():
         try:
             results.append(json.loads(line))
         except ValueError:
             continue  # a line cut short by a killed driver
+    logged = max((r["epoch"] for r in results if "epoch" in r), default=0)
+    return results + [r for r in _checkpointed(trial) if r["epoch"] > logged]
+
+
+def _checkpointed(trial) -> list[dict]:
+    """Every epoch the trial's newest readable checkpoint records, with the running best the trial reports."""
+    if getattr(trial, "checkpoint", None) is None:
+        return []
+    try:
+        history = checkpoints.read_newest_history(trial.checkpoint).to_dict("records")
+    except checkpoints.CheckpointError:
+        return []  # the trial's own output names it when it goes on
+    experiment = EXPERIMENTS[trial.config["experiment"]]
+    best, results = math.nan, []
+    for row in history:
+        best = experiment.better(best, row[experiment.metric])
+        results.append({**row, experiment.running_best: best})
     return results
+
+
+def stop_and_record(tune_controller, trial) -> None:
+    """Stops a trial that waits (paused, no worker) and records its new status in the sweep's state. Ray records the
+    new status of a trial only when it stops one with a worker (TuneController._schedule_trial_stop returns before
+    _mark_trial_to_checkpoint, Ray 2.60): without this, the state would keep the trial PAUSED, and a resume would
+    run it again."""
+    tune_controller.stop_trial(trial)
+    tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
 
 
 class PromotionASHA(ResumableASHA):
@@ -189,11 +190,7 @@ class PromotionASHA(ResumableASHA):
     def _stop(self, tune_controller, trial) -> None:
         self._leave(trial.trial_id)
         self._num_stopped += 1
-        tune_controller.stop_trial(trial)
-        # Ray records the new status of a trial only when it stops one with a worker
-        # (TuneController._schedule_trial_stop returns before _mark_trial_to_checkpoint, Ray 2.60): without
-        # this, the sweep's state would keep the trial PAUSED, and a resume would run it again.
-        tune_controller._tune_controller._mark_trial_to_checkpoint(trial)
+        stop_and_record(tune_controller, trial)
 
     def _a_waiting_leader(self, paused: dict):
         """The best of a rung's results, if its trial waits there, the furthest rung first: asked when a trial slot
@@ -223,7 +220,3 @@ class PromotionASHA(ResumableASHA):
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._leave(trial.trial_id)
-
-
-# --scheduler NAME (sweeps.sweep.SCHEDULERS, which the command line reads without importing Ray) -> its class.
-SCHEDULERS = {"promotion": PromotionASHA, "asha": ResumableASHA}

@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import asha, checkpoints, collect, evaluate, figures, hyperparameters, lock, status, storage
+from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, schedulers, status, storage
 from sweeps.errors import first_line
 from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
 from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative, require_writable
@@ -174,7 +174,7 @@ def _early_stopping(sweep: Sweep, trials: pd.DataFrame) -> str:
     stopped = trials[trials.stopped_early]
     left = stopped["config/epochs"] - stopped.epochs
     seconds = (left * stopped.wall_time_s / stopped.epochs.clip(lower=1)).sum()  # at each trial's own pace
-    rungs = ", ".join(map(str, asha.rungs_before_budget(sweep)))
+    rungs = ", ".join(map(str, schedulers.rungs_before_budget(sweep)))
     return (
         f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}, "
         f"each passing 1/{sweep.reduction_factor} of its trials on. "

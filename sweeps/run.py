@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from sweeps import asha, checkpoints, collect, lock, signals, storage
+from sweeps import checkpoints, collect, lock, schedulers, signals, storage
 from sweeps.errors import first_line
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
@@ -87,7 +87,7 @@ def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previo
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
     data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
-    pause_at = tuple(asha.rungs(sweep)) if asha.pauses(sweep) else ()
+    pause_at = tuple(schedulers.rungs(sweep)) if schedulers.pauses(sweep) else ()
     parameters = tune.with_parameters(
         run_trial, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint, pause_at=pause_at
     )
@@ -106,7 +106,7 @@ def trial_folder(swept: tuple[str, ...], trial) -> str:
 def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None = None) -> tune.Tuner:
     """`space`: the trials' configs, param_space(sweep) unless given (the bench varies what a sweep cannot)."""
     entry = sweep.entry
-    scheduler = asha.for_sweep(sweep) if sweep.early_stop else None
+    scheduler = schedulers.for_sweep(sweep) if sweep.early_stop else None
     if sweep.search == "optuna":
         search_alg = OptunaSearch(
             seed=sweep.seed, study_name=storage.parent_and_name(sweep_dir)[1], storage=optuna_storage(sweep_dir)

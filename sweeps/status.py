@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from sweeps import asha, collect, lock, storage
+from sweeps import collect, lock, schedulers, storage
 from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
 
 
@@ -79,7 +79,7 @@ def read(sweep_dir: str) -> Status:
         sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, sweep.planned_trials(), counts(trials)
     )
     if sweep.early_stop:
-        state.scheduler, state.rungs = sweep.scheduler, asha.rungs_before_budget(sweep)
+        state.scheduler, state.rungs = sweep.scheduler, schedulers.rungs_before_budget(sweep)
     if held := lock.holder(sweep_dir):
         state.driver = lock.describe(held)
     if trials.empty:
@@ -131,7 +131,7 @@ def _time_left(metrics: pd.DataFrame, state: Status, sweep: Sweep) -> tuple[floa
     most = sum(r["budget"] - r["epoch"] for r in state.running) + not_started * sweep.budget
     if not sweep.early_stop:
         return seconds * most, seconds * most
-    rungs = asha.rungs(sweep)
+    rungs = schedulers.rungs(sweep)
     to_next_rung = [min([m for m in rungs if m > r["epoch"]] or [r["budget"]]) - r["epoch"] for r in state.running]
     return seconds * (sum(to_next_rung) + not_started * rungs[0]), seconds * most
 

@@ -38,11 +38,12 @@ SEARCHES = ("grid", "optuna")
 SCHEDULERS = {
     "promotion": "ASHA by promotion (a trial waits at each rung until it ranks among those it passes on)",
     "asha": "Ray's ASHA (which passes the first trial to reach a rung)",
+    "hyperband": "Ray's synchronous HyperBand (brackets whose trials wait at each milestone for the whole bracket)",
 }
 DEFAULT_SCHEDULER = next(iter(SCHEDULERS))
 # A rung passes on 1/factor of its trials. promotion: a third (syne-tune's default; on the bench's 100-epoch grid, a
 # quarter missed the best by 5-19%, a third found it in either order: docs/performance.md); asha: Ray's default.
-REDUCTION_FACTORS = {"promotion": 3, "asha": 4}
+REDUCTION_FACTORS = {"promotion": 3, "asha": 4, "hyperband": 3}
 # --order: the order a grid's trials start in. shuffled (by the seed): early stopping meets the grid's corners in no
 # particular order; grid: the grid's own, in which the first arrivals all come from one corner (the bench's worst case).
 ORDERS = ("shuffled", "grid")
@@ -193,7 +194,7 @@ class Sweep:
         if self.search not in SEARCHES:
             raise SweepError(f"unknown search {self.search!r}: choose grid or optuna")
         if self.scheduler not in SCHEDULERS:
-            raise SweepError(f"unknown --scheduler {self.scheduler!r}: choose {' or '.join(SCHEDULERS)}")
+            raise SweepError(f"unknown --scheduler {self.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
         if self.order not in ORDERS:
             raise SweepError(f"unknown --order {self.order!r}: choose {' or '.join(ORDERS)}")
         if self.order != ORDERS[0] and self.search != "grid":
@@ -233,6 +234,11 @@ class Sweep:
             (
                 self.grace_period is not None and not self.early_stop,
                 "--grace-period sets ASHA's first rung, which --no-early-stop turns off: drop one of the two",
+            ),
+            (
+                self.grace_period is not None and self.scheduler == "hyperband",
+                "--grace-period sets ASHA's first rung; HyperBand's brackets follow from the budget and "
+                "--reduction-factor: drop --grace-period",
             ),
             (
                 isinstance(self.reduction_factor, bool)

@@ -20,7 +20,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from sweeps import sweep
 from sweeps.__main__ import main
-from sweeps.asha import SCHEDULERS, PromotionASHA, ResumableASHA, past_results
+from sweeps.asha import PromotionASHA, ResumableASHA, past_results
+from sweeps.schedulers import SCHEDULERS
 from tests.sweeping import (
     TWO_SMALL_TRIALS,
     epochs_reported,
@@ -87,17 +88,27 @@ def test_a_results_line_cut_short_by_a_killed_driver_is_left_out(tmp_path):
     assert [r["epoch"] for r in past_results(SimpleNamespace(storage=storage))] == [1, 2]
 
 
-def test_a_trial_whose_results_file_is_gone_is_judged_on_its_new_results(trials, tmp_path):
-    better, worse = trials
+@pytest.mark.parametrize("lost", ["the-last-line", "the-whole-file"])
+def test_epochs_missing_from_a_trials_results_file_come_from_its_checkpoint(trials, tmp_path, lost):
+    """A driver killed after a trial's checkpoint but before it logged that epoch's result, or a results file lost:
+    the scheduler sees what the trial's newest checkpoint holds, which is where the trial goes on from."""
+    _, worse = trials
     results = Path(worse.storage.trial_fs_path) / EXPR_RESULT_FILE
-    shutil.move(results, tmp_path / EXPR_RESULT_FILE)
+    shutil.copy(results, tmp_path / EXPR_RESULT_FILE)
+    logged = past_results(worse)
     try:
-        scheduler = resumed(ResumableASHA, trials)  # no error
-        # The rung holds the other trial alone (its validation MSE far below 1: seeded data and weights): the
-        # worse trial's new result is compared with it.
-        assert scheduler.on_trial_result(None, worse, {"epoch": 3, "val_mse": 1.0}) == TrialScheduler.STOP
+        if lost == "the-whole-file":
+            results.unlink()
+        else:
+            results.write_text(results.read_text().splitlines()[0] + "\n")
+        replayed = past_results(worse)
+        assert [r["epoch"] for r in replayed] == [1, 2]
+        assert [r["best_val_mse"] for r in replayed] == pytest.approx([r["best_val_mse"] for r in logged])
+        # Both trials' first epochs at the rung, as before the resume: the worse is not judged again there.
+        scheduler = resumed(ResumableASHA, trials)
+        assert sorted(scheduler._brackets[0]._rungs[-1][1]) == sorted(t.trial_id for t in trials)
     finally:
-        shutil.move(tmp_path / EXPR_RESULT_FILE, results)
+        shutil.copy(tmp_path / EXPR_RESULT_FILE, results)
 
 
 class Controller:
@@ -335,3 +346,50 @@ def test_a_trial_that_diverges_at_a_rung_is_not_paused():
     diverged = {**at(1, float("nan")), "diverged": True}
     assert scheduler.on_trial_result(None, trial, diverged) == TrialScheduler.CONTINUE  # it ends itself
     assert scheduler._rungs[1] == {"a": -math.inf}  # and ranks last at the rung
+
+
+# HyperBand, budget 4, a factor of 2: the four trials fill its most aggressive bracket, with milestones at 1 and 2.
+HYPERBAND_SWEEP = ["--epochs", "4", "--checkpoint-every", "4", "--scheduler", "hyperband", "--reduction-factor", "2",
+                   "--set", "n=1000", "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01",
+                   "--set", "hidden_size=10,25", "--no-report"]  # fmt: skip
+
+
+def check_halvings(sweep_dir) -> pd.DataFrame:
+    """The bracket's halvings as HyperBand makes them, whoever arrived first: the best half of the four at epoch 1 went
+    on to 2, the better of those two to the budget; no epoch trained twice. (Values from the sweep's table, which
+    has every epoch: a driver killed between a trial's checkpoint and its result leaves that result out of Ray's log.)"""
+    trials = pd.read_parquet(sweep_dir / "trials.parquet").set_index("trial_id")
+    assert (trials.status == "TERMINATED").all() and sorted(trials.epochs) == [1, 1, 2, 4], trials.epochs
+    for folder in trial_dirs(sweep_dir):
+        reported = epochs_reported(folder)
+        assert len(reported) == len(set(reported)), (folder.name, reported)
+    metrics = pd.read_parquet(sweep_dir / "metrics.parquet").sort_values("epoch")
+    metrics["best"] = metrics.groupby("trial_id").val_mse.cummin()  # the running best, which HyperBand ranks on
+    at = metrics.set_index(["epoch", "trial_id"]).best
+    went_on = at[1].nsmallest(2).index
+    assert set(went_on) == set(trials.index[trials.epochs >= 2]), at
+    assert trials.epochs[at[2][went_on].idxmin()] == 4, at
+    return trials
+
+
+def test_a_sweep_by_hyperband_halves_its_bracket_at_each_milestone(tmp_path):
+    done = sweeps_cli("run", "synthetic", *HYPERBAND_SWEEP, "--storage", tmp_path, "--name", "h")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    check_halvings(tmp_path / "h")
+    assert json.loads((tmp_path / "h" / "sweep.json").read_text())["sweep"]["scheduler"] == "hyperband"
+    assert "early stopping: hyperband, rungs at epochs 1, 2" in done.stdout
+
+
+@pytest.mark.parametrize("killed_when", ["three-waiting-at-1", "after-the-first-halving"])
+def test_a_hyperband_sweep_killed_mid_bracket_resumes_to_the_same_halvings(tmp_path, killed_when):
+    sweep_dir = tmp_path / "k"
+    driver = start_driver("run", "synthetic", *HYPERBAND_SWEEP, "--storage", tmp_path, "--name", "k")
+
+    def reached(epoch, trials):
+        return lambda: sum(epoch in epochs_reported(d) for d in trial_dirs(sweep_dir)) >= trials
+
+    wait_for(reached(1, 3) if killed_when == "three-waiting-at-1" else reached(2, 1), 240, killed_when, driver)
+    kill_driver(driver)
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    check_halvings(sweep_dir)

@@ -113,6 +113,7 @@ def test_an_order_that_is_not_a_grids_is_refused():
         (Sweep("synthetic", checkpoint_every=0), "--checkpoint-every must be 1 to 1,000,000 epochs"),
         (Sweep("synthetic", grace_period=0), "--grace-period must be 1 to the budget of 24 epochs, got 0"),
         (Sweep("synthetic", epochs=10, grace_period=11), "--grace-period must be 1 to the budget of 10 epochs"),
+        (Sweep("synthetic", scheduler="hyperband", grace_period=2), "HyperBand's brackets follow from the budget"),
         (Sweep("synthetic", grace_period=5, early_stop=False), "--no-early-stop turns off: drop one"),
         (Sweep("synthetic", num_samples=10**9), "--num-samples must be 1 to 1,000,000"),
         (Sweep("synthetic", seed=2**40), "--seed must be 0 to 2"),
@@ -388,7 +389,7 @@ def test_the_scheduler_is_recorded_and_a_sweep_recorded_before_it_existed_keeps_
     assert Sweep("synthetic").scheduler == "promotion"
     assert "--scheduler asha" in command_line(Sweep("synthetic", scheduler="asha"))
     assert "--scheduler" not in command_line(Sweep("synthetic"))
-    with pytest.raises(SweepError, match="unknown --scheduler 'fifo': choose promotion or asha"):
+    with pytest.raises(SweepError, match="unknown --scheduler 'fifo': choose one of promotion, asha, hyperband"):
         Sweep("synthetic", scheduler="fifo").validate()
     folder = tmp_path / "old"
     folder.mkdir()

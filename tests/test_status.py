@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sweeps import asha, status
+from sweeps import schedulers, status
 from sweeps.experiments import EXPERIMENTS
 from sweeps.sweep import Sweep, command_line
 
@@ -31,22 +31,22 @@ def metrics_at(seconds_per_epoch: float, epochs: dict) -> pd.DataFrame:
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_status_reckons_with_the_rungs_rays_asha_sets(experiment, preset, epochs, scheduler):
     sweep = Sweep(experiment, preset=preset, epochs=epochs, scheduler=scheduler)
-    (bracket,) = asha.for_sweep(sweep)._brackets
-    assert asha.rungs(sweep) == sorted(milestone for milestone, _ in bracket._rungs)
+    (bracket,) = schedulers.for_sweep(sweep)._brackets
+    assert schedulers.rungs(sweep) == sorted(milestone for milestone, _ in bracket._rungs)
 
 
 def test_the_synthetic_grids_rungs():
-    assert asha.rungs(Sweep("synthetic", preset="paper")) == [50, 150, 450]  # grace 50; promotion: a third on
-    assert asha.rungs(Sweep("synthetic", preset="paper", scheduler="asha")) == [50, 200, 800]  # Ray's: a quarter
+    assert schedulers.rungs(Sweep("synthetic", preset="paper")) == [50, 150, 450]  # grace 50; promotion: a third on
+    assert schedulers.rungs(Sweep("synthetic", preset="paper", scheduler="asha")) == [50, 200, 800]  # Ray's: a quarter
     quarter = Sweep("synthetic", preset="paper", reduction_factor=4)
-    assert asha.rungs(quarter) == [50, 200, 800] and "--reduction-factor 4" in command_line(quarter)
+    assert schedulers.rungs(quarter) == [50, 200, 800] and "--reduction-factor 4" in command_line(quarter)
     assert "--reduction-factor" not in command_line(Sweep("synthetic", scheduler="asha"))
 
 
 def test_grace_period_moves_the_rungs_and_is_in_the_command():
     sweep = Sweep("synthetic", preset="paper", grace_period=100)
-    assert asha.rungs(sweep) == [100, 300, 900]
-    assert sorted(milestone for milestone, _ in asha.for_sweep(sweep)._brackets[0]._rungs) == [100, 300, 900]
+    assert schedulers.rungs(sweep) == [100, 300, 900]
+    assert sorted(milestone for milestone, _ in schedulers.for_sweep(sweep)._brackets[0]._rungs) == [100, 300, 900]
     assert "--grace-period 100" in command_line(sweep) and "--grace-period" not in command_line(Sweep("synthetic"))
 
 
