@@ -41,6 +41,7 @@ SCHEDULERS = {
     "hyperband": "Ray's synchronous HyperBand (brackets whose trials wait at each milestone for the whole bracket)",
 }
 DEFAULT_SCHEDULER = next(iter(SCHEDULERS))
+WITHOUT_GRACE = ("hyperband",)  # brackets that follow from the budget and the factor: no --grace-period
 # A rung passes on 1/factor of its trials. promotion: a third (syne-tune's default; on the bench's 100-epoch grid, a
 # quarter missed the best by 5-19%, a third found it in either order: docs/performance.md); asha: Ray's default.
 REDUCTION_FACTORS = {"promotion": 3, "asha": 4, "hyperband": 3}
@@ -236,7 +237,7 @@ class Sweep:
                 "--grace-period sets ASHA's first rung, which --no-early-stop turns off: drop one of the two",
             ),
             (
-                self.grace_period is not None and self.scheduler == "hyperband",
+                self.grace_period is not None and self.scheduler in WITHOUT_GRACE,
                 "--grace-period sets ASHA's first rung; HyperBand's brackets follow from the budget and "
                 "--reduction-factor: drop --grace-period",
             ),

@@ -13,7 +13,7 @@ from sweeps.bench.harness import Bench, Row, run_sweep, synthetic_sweep
 
 def run(bench: Bench) -> list[Row]:
     from sweeps import collect
-    from sweeps.sweep import DEFAULT_SCHEDULER
+    from sweeps.sweep import DEFAULT_SCHEDULER, REDUCTION_FACTORS, WITHOUT_GRACE
 
     epochs_each, grace = bench.budget.early_stop_epochs, bench.budget.early_stop_grace
     full_grid = run_sweep(synthetic_sweep("quick", epochs=epochs_each, early_stop=False), bench.out, "early-stop-off")
@@ -21,7 +21,15 @@ def run(bench: Bench) -> list[Row]:
     full_best = _best(collect, full_grid)
     rows = []
     for scheduler, order in bench.budget.early_stop_runs:
-        sweep = synthetic_sweep("quick", epochs=epochs_each, grace_period=grace, scheduler=scheduler, order=order)
+        first_rung = None if scheduler in WITHOUT_GRACE else grace
+        sweep = synthetic_sweep(
+            "quick",
+            epochs=epochs_each,
+            grace_period=first_rung,
+            scheduler=scheduler,
+            reduction_factor=REDUCTION_FACTORS[scheduler],  # its own default share (the quick preset's is the demo's)
+            order=order,
+        )
         result = run_sweep(sweep, bench.out, f"early-stop-{scheduler}-{order}")
         epochs, best = result.trials.epochs.sum(), _best(collect, result)
         # The default holds the targets; the others are what it is measured against.
@@ -32,7 +40,8 @@ def run(bench: Bench) -> list[Row]:
                 f"epochs trained, {what}, vs all",
                 epochs / all_epochs,
                 "epochs" if judged else None,
-                f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, grace {grace}); "
+                f"{epochs} of {all_epochs} epochs ({len(result.trials)} trials, {epochs_each} epochs each, "
+                f"{'its brackets' if first_rung is None else f'grace {grace}'}); "
                 f"{int(result.trials.stopped_early.sum())} stopped early",
             ),
             bench.row(
