@@ -75,13 +75,14 @@ class ResumableHyperBand(HyperBandScheduler):
         while bracket._halves > 0 and self._halved_at(bracket._cumul_r, reached):
             milestone = bracket._cumul_r
             ranked = sorted(
-                (t for t in reached if milestone in reached[t]), key=lambda t: -self._value(reached[t][milestone])
+                (t for t in reached if milestone in reached[t] and t.status != Trial.ERROR),  # those it ranked
+                key=lambda t: -self._value(reached[t][milestone]),
             )
             _advance(bracket, self._eta, self._max_t_attr)
             bracket.is_being_processed = True  # as Ray marks a bracket it halves: a removal then settles nothing
             for trial in ranked[bracket._n :]:
-                if not trial.is_finished():  # stopped by that halving, but Ray's record missed it
-                    bracket.cleanup_trial(trial)
+                if not trial.is_finished() and max(reached[trial]) == milestone:
+                    bracket.cleanup_trial(trial)  # stopped by that halving, but Ray's record missed it
                     stop_and_record(tune_controller, trial)
         for trial, result in bracket._live_trials.items():
             if result is not None and result[self._time_attr] >= bracket._cumul_r:

@@ -21,6 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from sweeps import sweep
 from sweeps.__main__ import main
 from sweeps.asha import PromotionASHA, ResumableASHA, past_results
+from sweeps.hyperband import ResumableHyperBand
 from sweeps.schedulers import SCHEDULERS
 from tests.sweeping import (
     TWO_SMALL_TRIALS,
@@ -393,3 +394,50 @@ def test_a_hyperband_sweep_killed_mid_bracket_resumes_to_the_same_halvings(tmp_p
     done = sweeps_cli("resume", sweep_dir, "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     check_halvings(sweep_dir)
+
+
+class BracketTrial:
+    """A trial as HyperBand keeps it (a dict key), with its results file in `folder`."""
+
+    PAUSED, PENDING, RUNNING, TERMINATED, ERROR = "PAUSED", "PENDING", "RUNNING", "TERMINATED", "ERROR"
+    is_saving, checkpoint = False, None
+
+    def __init__(self, folder: Path, created: int, status: str, values: dict):
+        self.trial_id, self.experiment_tag, self.status = f"t{created}", f"{created}_x", status
+        folder.mkdir()
+        results = [{"epoch": epoch, "best_val_mse": value} for epoch, value in values.items()]
+        (folder / EXPR_RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in results))
+        self.storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(folder))
+        self.last_result = results[-1] if results else {}
+
+    def is_finished(self):
+        return self.status in (self.TERMINATED, self.ERROR)
+
+
+class StatusController(Controller):
+    def _set_trial_status(self, trial, status):
+        trial.status = status
+
+
+def test_a_resumed_hyperband_bracket_gets_back_its_halvings_and_its_waiting_trials(tmp_path):
+    """Budget 4, a factor of 2: one bracket of four, milestones 1 and 2. The driver died after the halving at 1
+    (a and b went on; d was stopped and recorded so; c was stopped, but Ray's record still calls it paused) while a and
+    b waited at 2. Tune adds them back newest result first, Ray's HyperBand would deal them into brackets in that
+    order and run c again."""
+    made = {
+        "d": BracketTrial(tmp_path / "d", 0, "TERMINATED", {1: 0.4}),
+        "b": BracketTrial(tmp_path / "b", 1, "PENDING", {1: 0.2, 2: 0.15}),
+        "c": BracketTrial(tmp_path / "c", 2, "PENDING", {1: 0.3}),
+        "a": BracketTrial(tmp_path / "a", 3, "PENDING", {1: 0.1, 2: 0.12}),
+    }
+    scheduler = ResumableHyperBand(time_attr="epoch", max_t=4, reduction_factor=2)
+    scheduler.set_search_properties("best_val_mse", "min")
+    controller = StatusController(list(made.values()))
+    for name in "abcd":  # in Tune's order, newest result first, not the search's
+        scheduler.on_trial_add(controller, made[name])
+    chosen = scheduler.choose_trial_to_run(controller)
+    ((bracket, _),) = set(scheduler._trial_info.values())
+    assert [t.trial_id for t in bracket._all_trials] == ["t0", "t1", "t2", "t3"]  # the order the search made them
+    assert controller.stopped == ["t2", "t1"]  # c, as the halving at 1 did; then b, at 2, once both had arrived
+    assert chosen is made["a"] and bracket._cumul_r == 4
+    assert ResumableHyperBand.milestones(4, 2) == [1, 2, 4] and ResumableHyperBand.milestones(100, 3)[-1] == 100
