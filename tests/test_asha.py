@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -381,16 +382,21 @@ def test_a_sweep_by_hyperband_halves_its_bracket_at_each_milestone(tmp_path):
     assert "early stopping: hyperband, rungs at epochs 1, 2" in done.stdout
 
 
-@pytest.mark.parametrize("killed_when", ["three-waiting-at-1", "after-the-first-halving"])
-def test_a_hyperband_sweep_killed_mid_bracket_resumes_to_the_same_halvings(tmp_path, killed_when):
+@pytest.mark.parametrize(
+    "stop, when",
+    [("kill", "three-at-1"), ("kill", "one-at-2"), ("ctrl-c", "three-at-1")],
+    ids=["killed-three-at-1", "killed-after-the-first-halving", "ctrl-c-three-at-1"],
+)
+def test_a_hyperband_sweep_stopped_mid_bracket_resumes_to_the_same_halvings(tmp_path, stop, when):
     sweep_dir = tmp_path / "k"
     driver = start_driver("run", "synthetic", *HYPERBAND_SWEEP, "--storage", tmp_path, "--name", "k")
-
-    def reached(epoch, trials):
-        return lambda: sum(epoch in epochs_reported(d) for d in trial_dirs(sweep_dir)) >= trials
-
-    wait_for(reached(1, 3) if killed_when == "three-waiting-at-1" else reached(2, 1), 240, killed_when, driver)
-    kill_driver(driver)
+    epoch, trials = {"three-at-1": (1, 3), "one-at-2": (2, 1)}[when]
+    wait_for(lambda: sum(epoch in epochs_reported(d) for d in trial_dirs(sweep_dir)) >= trials, 240, when, driver)
+    if stop == "kill":
+        kill_driver(driver)
+    else:
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+        assert driver.wait(timeout=120) == 130
     done = sweeps_cli("resume", sweep_dir, "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     check_halvings(sweep_dir)
