@@ -75,6 +75,12 @@ def _checkpointed(trial) -> list[dict]:
     return results
 
 
+def rank_value(scheduler, result: dict) -> float:
+    """A result's place in a scheduler's ranking: larger is better; a NaN (diverged) ranks last."""
+    value = scheduler._metric_op * result[scheduler._metric]
+    return value if math.isfinite(value) else -math.inf
+
+
 def stop_and_record(tune_controller, trial) -> None:
     """Stops a trial that waits (paused, no worker) and records its new status in the sweep's state. Ray records the
     new status of a trial only when it stops one with a worker (TuneController._schedule_trial_stop returns before
@@ -104,8 +110,7 @@ class PromotionASHA(ResumableASHA):
         self._most_running = 0
 
     def _rank_value(self, result: dict) -> float:
-        value = self._metric_op * result[self._metric]  # larger is better; a NaN (diverged) ranks last
-        return value if math.isfinite(value) else -math.inf
+        return rank_value(self, result)
 
     def _top(self, rung: int, at_least: int = 0) -> list[str]:
         """The trials in the top 1/reduction_factor of the rung's results (at least `at_least` of them), best first."""

@@ -22,7 +22,7 @@ import math
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import HyperBandScheduler
 
-from sweeps.asha import past_results, stop_and_record
+from sweeps.asha import past_results, rank_value, stop_and_record
 
 
 class ResumableHyperBand(HyperBandScheduler):
@@ -76,7 +76,7 @@ class ResumableHyperBand(HyperBandScheduler):
             milestone = bracket._cumul_r
             ranked = sorted(
                 (t for t in reached if milestone in reached[t] and t.status != Trial.ERROR),  # those it ranked
-                key=lambda t: -self._value(reached[t][milestone]),
+                key=lambda t: -rank_value(self, reached[t][milestone]),
             )
             _advance(bracket, self._eta, self._max_t_attr)
             bracket.is_being_processed = True  # as Ray marks a bracket it halves: a removal then settles nothing
@@ -101,10 +101,6 @@ class ResumableHyperBand(HyperBandScheduler):
             for trial, results in reached.items()
             if results
         )
-
-    def _value(self, result: dict) -> float:
-        value = self._metric_op * result[self._metric]  # larger is better; a NaN (diverged) ranks last
-        return value if math.isfinite(value) else -math.inf
 
     def choose_trial_to_run(self, tune_controller):
         self._deal(tune_controller)
