@@ -4,9 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-# Ray sends no usage reports (the command line and the tests also keep their own Ray on 127.0.0.1).
-export RAY_USAGE_STATS_ENABLED := 0
-
 .PHONY: demo test test-fast lint install clean
 
 demo: $(INSTALLED)

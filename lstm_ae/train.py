@@ -107,7 +107,7 @@ def losses(out: Output, x: torch.Tensor, y: torch.Tensor | None, recon_weight: f
 def evaluate(
     model: LSTMAutoencoder,
     split: Split,
-    recon_weight: float = 0.5,
+    recon_weight: float = Hyperparameters.recon_weight,
     normalizer=None,
     batch_size: int = 1024,
     precision: str = "fp32",
@@ -253,27 +253,13 @@ class Fit:
         return totals.means()
 
 
-def fit(
-    model: LSTMAutoencoder,
-    splits: Splits,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    grad_clip: float = 0.0,
-    recon_weight: float = 0.5,
-    seed: int = 0,
-    schedule: str = "constant",
-    precision: str = "fp32",
-    device=None,
-    start: dict | None = None,
-) -> Fit:
-    """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step. The
-    process keeps the memory it frees for the next step (lstm_ae.allocator), and drops the fused layers' buffers of
-    earlier fits."""
+def fit(model: LSTMAutoencoder, splits: Splits, *, device=None, start: dict | None = None, **hyperparameters) -> Fit:
+    """Train `model` on `splits.train` up to `epochs` (from `start`'s epoch when given), one epoch per step;
+    `hyperparameters`: the fields of Hyperparameters, by name. The process keeps the memory it frees for the next
+    step (lstm_ae.allocator), and drops the fused layers' buffers of earlier fits."""
+    hp = Hyperparameters(**hyperparameters)
     keep_freed_memory()
     fused.release_buffers()
-    hp = Hyperparameters(epochs, batch_size, lr, grad_clip, recon_weight, seed, schedule, precision)
     return Fit(model, splits, hp, device=device, start=start)
 
 

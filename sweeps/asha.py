@@ -19,7 +19,7 @@ from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler
 
 from sweeps import checkpoints
-from sweeps.experiments import EXPERIMENTS
+from sweeps.experiments import EXPERIMENTS, score
 
 
 class ResumableASHA(ASHAScheduler):
@@ -77,8 +77,7 @@ def _checkpointed(trial) -> list[dict]:
 
 def rank_value(scheduler, result: dict) -> float:
     """A result's place in a scheduler's ranking: larger is better; a NaN (diverged) ranks last."""
-    value = scheduler._metric_op * result[scheduler._metric]
-    return value if math.isfinite(value) else -math.inf
+    return score(result[scheduler._metric], scheduler._mode)
 
 
 def stop_and_record(tune_controller, trial) -> None:

@@ -21,6 +21,7 @@ from ray.tune import ExperimentAnalysis
 
 from lstm_ae.train import direction
 from sweeps import checkpoints, storage
+from sweeps.experiments import best_column, best_first, score
 
 TRIALS_FILE = "trials.parquet"
 METRICS_FILE = "metrics.parquet"
@@ -28,17 +29,27 @@ UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Ray's states of a trial that ha
 
 
 def best(metric: str, values: pd.Series):
-    return values.max() if direction(metric) == "max" else values.min()
+    return max(values, key=lambda value: score(value, direction(metric)))
 
 
 def ranked(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Trials that can be chosen, best first: not diverged, not errored, with a finite best value."""
-    column = f"best_{metric}"
+    column = best_column(metric)
     if column not in trials:  # no trial has reported yet
         return trials.iloc[0:0]
     usable = trials[~trials.diverged & (trials.status != "ERROR")]
     usable = usable[np.isfinite(usable[column].astype(float))]
-    return usable.sort_values(column, ascending=mode == "min")
+    return best_first(usable, column, mode)
+
+
+def plain(value):
+    """A table's value as Python's own (numpy scalars print as np.int64(32))."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def swept_values(sweep, trial: pd.Series) -> dict:
+    """What the sweep varies (its grid, and the seed of each repeat), as this trial row has it."""
+    return {name: plain(trial[f"config/{name}"]) for name in sweep.swept() if f"config/{name}" in trial}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -128,7 +139,7 @@ def _trial_row(trial, history: pd.DataFrame, path: str) -> dict:
     }
     for column in metric_columns(history):
         values = history[column].dropna()
-        row[f"best_{column}"] = best(column, values) if len(values) else float("nan")
+        row[best_column(column)] = best(column, values) if len(values) else float("nan")
         row[f"last_{column}"] = history[column].iloc[-1] if len(history) else float("nan")
     return row
 

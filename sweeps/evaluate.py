@@ -18,7 +18,7 @@ from pathlib import Path
 from lstm_ae.data import DataError, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.precision import PrecisionUnavailable
-from lstm_ae.train import baseline_mse, evaluate
+from lstm_ae.train import Hyperparameters, baseline_mse, evaluate
 from sweeps import checkpoints, storage
 from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES
@@ -129,7 +129,9 @@ def metrics(trained: Trained, splits: Splits, split: str = "test", precision: st
     hp, data = trained.hyperparameters, getattr(splits, split)
     normalizer = splits.meta.get("normalizer", {}).get(split)
     try:
-        measured = evaluate(trained.model, data, hp.get("recon_weight", 0.5), normalizer, precision=precision)
+        measured = evaluate(
+            trained.model, data, hp.get("recon_weight", Hyperparameters.recon_weight), normalizer, precision=precision
+        )
     except PrecisionUnavailable as error:
         raise EvaluationError(f"--precision {precision}: {error}") from None
     return {**measured, "baseline_mse": baseline_mse(splits.train, data)}

@@ -13,6 +13,25 @@ from lstm_ae.data import Splits, head, mnist, snp500, synthetic
 from lstm_ae.train import direction
 
 
+def best_column(metric: str) -> str:
+    """The column of `metric`'s best value so far: what every trial reports, and the trials table keeps per trial."""
+    return f"best_{metric}"
+
+
+def score(value: float, mode: str) -> float:
+    """`value` where larger is better under `mode` ("min" or "max"): the one home of which of two values wins; a NaN
+    or an infinity (a diverged epoch) scores lowest."""
+    value = float(value)
+    if not math.isfinite(value):
+        return -math.inf
+    return -value if mode == "min" else value
+
+
+def best_first(frame, column: str, mode: str):
+    """The rows of a DataFrame by `column`, best first under `mode`, NaN last."""
+    return frame.sort_values(column, ascending=mode == "min", na_position="last")
+
+
 @dataclass(frozen=True)
 class DataSource:
     load: Callable[..., Splits]  # (path, seed, **kwargs), in the driver: what is shipped to every trial
@@ -69,15 +88,11 @@ class Experiment:
     def running_best(self) -> str:
         """What ASHA and Optuna rank trials on: the best value of `metric` so far, which every trial reports. The
         metric itself is noisy from epoch to epoch, and the best trial is chosen on its best value anyway."""
-        return f"best_{self.metric}"
+        return best_column(self.metric)
 
     def better(self, a: float, b: float) -> float:
         """The better of two values of `metric`; a NaN (a diverged epoch) never wins."""
-        if not math.isfinite(b):
-            return a
-        if not math.isfinite(a):
-            return b
-        return min(a, b) if self.mode == "min" else max(a, b)
+        return a if score(a, self.mode) >= score(b, self.mode) else b
 
     def grid_for(self, preset: str) -> dict:
         return {**self.grid, **self.presets[preset].grid}

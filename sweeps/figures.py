@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sweeps import storage  # noqa: E402
+from sweeps.experiments import best_column  # noqa: E402
 
 SIZE = (8, 4.5)  # inches
 LINE = 70  # characters of a legend entry before it wraps (a title: twice that)
@@ -134,7 +135,7 @@ def _before_each_resume(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
 def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id: str) -> plt.Figure:
     """Each trial's best validation value against one hyperparameter's value."""
     figure, ax = _subplots(figsize=SIZE)
-    column, score = f"config/{name}", f"best_{metric}"
+    column, score = f"config/{name}", best_column(metric)
     values = trials[column]
     categorical = not pd.api.types.is_numeric_dtype(values)
     positions = values.map({v: i for i, v in enumerate(sorted(values.unique()))}) if categorical else values
@@ -165,7 +166,7 @@ def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> plt
     figure, ax = _subplots(
         figsize=(SIZE[0], min(SIZE[1], 0.5 * len(summary) + 1.5) if len(summary) < 6 else 0.35 * len(summary) + 1)
     )
-    score = trials.set_index("trial_id")[f"best_{metric}"]
+    score = trials.set_index("trial_id")[best_column(metric)]
     for row, config in enumerate(summary.itertuples()):
         ax.plot(
             score[list(config.members)],

@@ -20,9 +20,11 @@ import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, schedulers, status, storage
+from sweeps.collect import plain
 from sweeps.errors import first_line
-from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, plain, trial_label
-from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative, require_writable
+from sweeps.experiments import best_column, best_first, score
+from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, trial_label
+from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
 
@@ -45,10 +47,10 @@ def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained
                 flush=True,
             )
             continue
-        scored.append((value if mode == "min" else -value, trained))
+        scored.append((score(value, mode), trained))
     finite = [s for s in scored if math.isfinite(s[0])]
     if finite:
-        return min(finite, key=lambda s: s[0])[1]
+        return max(finite, key=lambda s: s[0])[1]
     return scored[-1][1] if scored else None
 
 
@@ -75,7 +77,7 @@ def write_report(
     trials, metrics = collect.collect(sweep_dir) if out else collect.write_tables(sweep_dir)
     target = storage.absolute(out) if out else sweep_dir
     if out:
-        require_writable(target, "--out")
+        storage.require_writable(target, "--out")
         for table, frame in ((collect.TRIALS_FILE, trials), (collect.METRICS_FILE, metrics)):
             storage.write_parquet(storage.join(target, table), frame)  # the tables just written, from memory
     folder = storage.join(target, FIGURES)
@@ -201,7 +203,7 @@ def _best_section(ctx: Context, test: dict) -> str:
             "## Best trial",
             "",
             f"Trial `{best.trial_id}`: {', '.join(f'{k} = {v}' for k, v in swept.items())}; "
-            f"best `{metric}` = {best[f'best_{metric}']:.6g} in {best.epochs} epochs.",
+            f"best `{metric}` = {best[best_column(metric)]:.6g} in {best.epochs} epochs.",
             "",
             f"Its weights of epoch {ctx.epoch} (the best a checkpoint kept, `{metric}` = {_fmt(at_checkpoint.iloc[0]) if len(at_checkpoint) else '-'}) "
             f"on the test split ({len(ctx.splits.test)} sequences, used for nothing else), {_precision_said(ctx.trained)}:",
@@ -330,8 +332,8 @@ def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
     usable = collect.ranked(trials, sweep.entry.metric, sweep.entry.mode)
     grouped = usable.groupby(names, dropna=False) if names else usable.groupby(lambda _: "all")
     summary = grouped.agg(
-        mean=(f"best_{sweep.entry.metric}", "mean"),
-        std=(f"best_{sweep.entry.metric}", "std"),
+        mean=(sweep.entry.running_best, "mean"),
+        std=(sweep.entry.running_best, "std"),
         seeds=("trial_id", "size"),
         members=("trial_id", tuple),
     ).reset_index()
@@ -339,7 +341,7 @@ def _over_seeds(sweep: Sweep, trials: pd.DataFrame) -> pd.DataFrame:
         ", ".join(f"{n.removeprefix('config/')}={plain(row[n])}" for n in names) or "all"
         for _, row in summary.iterrows()
     ]
-    return summary.sort_values("mean", ascending=sweep.entry.mode == "min", ignore_index=True)
+    return best_first(summary, "mean", sweep.entry.mode).reset_index(drop=True)
 
 
 def _seeds_table(summary: pd.DataFrame, metric: str, seeds: int) -> str:
@@ -363,7 +365,7 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
         params = {name: plain(trial[f"config/{name}"]) for name in distributions}
         study.add_trial(
             optuna.trial.create_trial(
-                params=params, distributions=distributions, value=float(trial[f"best_{entry.metric}"])
+                params=params, distributions=distributions, value=float(trial[entry.running_best])
             )
         )
     if len(study.trials) < 2:
@@ -375,10 +377,8 @@ def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
 
 def _trials_table(trials: pd.DataFrame, sweep: Sweep, top: int) -> str:
     metric = sweep.entry.metric
-    best = f"best_{metric}"  # absent where no trial reported an epoch (every one failed before its first)
-    ordered = (
-        trials.sort_values(best, ascending=sweep.entry.mode == "min", na_position="last") if best in trials else trials
-    )
+    best = sweep.entry.running_best  # absent where no trial reported an epoch (every one failed before its first)
+    ordered = best_first(trials, best, sweep.entry.mode) if best in trials else trials
     names = list(sweep.swept())  # the grid, and the seed of each repeat (--num-samples)
     header = ["trial", *names, f"best {metric}", f"last {metric}", "epochs", "stopped early", "status", "wall time (s)"]
     lines = [

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import pickletools
-import time
 from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
@@ -44,7 +43,6 @@ from sweeps.sweep import (
     command_line,
     load_sweep,
     record,
-    require_writable,
 )
 from sweeps.trial import TRIAL_NAME, run_trial, ship
 
@@ -216,7 +214,7 @@ def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
         elif logger == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-            uri = None if "://" in sweep_dir else f"sqlite:///{storage.join(sweep_dir, MLFLOW_FILE)}"
+            uri = None if not storage.is_local(sweep_dir) else f"sqlite:///{storage.join(sweep_dir, MLFLOW_FILE)}"
             callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name))
     return callbacks
 
@@ -225,7 +223,7 @@ def optuna_storage(sweep_dir: str):
     """Optuna's study as a journal file in a local sweep folder, which `optuna-dashboard PATH` shows live and
     `optuna.load_study` reads; Ray pickles the searcher with it, so a resumed sweep goes on writing the same file.
     A sweep on S3 or GCS keeps the study in memory (Optuna's journal needs a file system with appends)."""
-    if "://" in sweep_dir:
+    if not storage.is_local(sweep_dir):
         return None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -236,11 +234,11 @@ def optuna_storage(sweep_dir: str):
 def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
     """Check the sweep, build its data and claim its folder: all before Ray starts."""
     sweep.validate()
-    check_loggers(sweep, remote="://" in storage_path)
+    check_loggers(sweep, remote=not storage.is_local(storage_path))
     if sweep.data:
         sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
     if name is None:
-        name = f"{sweep.experiment}-{sweep.preset}-{sweep.search}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = storage.stamped(f"{sweep.experiment}-{sweep.preset}-{sweep.search}")
     if not NAME_PATTERN.match(name) or len(name) > NAME_LENGTH:
         shown = name if len(name) <= NAME_LENGTH else f"{name[:20]}...({len(name)} characters)"
         raise SweepError(
@@ -252,7 +250,7 @@ def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dic
     sweep_dir = storage.join(storage.absolute(storage_path), name)
     _check_free(sweep_dir)
     datasets = build_datasets(sweep)
-    require_writable(storage.absolute(storage_path), "--storage")
+    storage.require_writable(storage.absolute(storage_path), "--storage")
     return sweep_dir, datasets
 
 
@@ -323,7 +321,7 @@ def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data
     if data:
         sweep.data = storage.absolute(data)
     sweep.validate()
-    check_loggers(sweep, remote="://" in sweep_dir)  # the loggers come back with the Tuner
+    check_loggers(sweep, remote=not storage.is_local(sweep_dir))  # the loggers come back with the Tuner
     try:
         restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
         if restorable:

@@ -84,12 +84,11 @@ def read(sweep_dir: str) -> Status:
         state.driver = lock.describe(held)
     if trials.empty:
         return state
-    swept = [name for name in sweep.swept() if f"config/{name}" in trials]
     for _, trial in trials[_running(trials)].iterrows():
         state.running.append(
             {
                 "trial_id": trial.trial_id,
-                "config": {name: _plain(trial[f"config/{name}"]) for name in swept},
+                "config": collect.swept_values(sweep, trial),
                 "epoch": int(trial.epochs),
                 "budget": int(trial["config/epochs"]),
                 "value": _finite(trial.get(f"last_{entry.metric}")),
@@ -101,8 +100,8 @@ def read(sweep_dir: str) -> Status:
         top = ranked.iloc[0]
         state.best = {
             "trial_id": top.trial_id,
-            "config": {n: _plain(top[f"config/{n}"]) for n in swept},
-            "value": float(top[f"best_{entry.metric}"]),
+            "config": collect.swept_values(sweep, top),
+            "value": float(top[entry.running_best]),
         }
     state.elapsed_s = _elapsed(sweep_dir)
     state.left_min_s, state.left_s = _time_left(metrics, state, sweep)
@@ -196,7 +195,3 @@ def _finite(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value  # numpy scalars print as np.int64(32)

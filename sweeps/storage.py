@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 
 import pandas as pd
@@ -16,10 +17,15 @@ import pyarrow.fs
 from sweeps.errors import first_line
 
 
+def is_local(location: str) -> bool:
+    """A path on this machine's file system (or a mount), not a URI of shared storage."""
+    return "://" not in location
+
+
 def _split_query(location: str) -> tuple[str, str]:
     """A URI's options (`s3://bucket/sweeps?endpoint_override=host:port&scheme=http`) apply to its whole file system:
     paths are joined before them."""
-    if "://" in location and "?" in location:
+    if not is_local(location) and "?" in location:
         path, query = location.split("?", 1)
         return path, f"?{query}"
     return location, ""
@@ -38,10 +44,15 @@ def parent_and_name(location: str) -> tuple[str, str]:
 
 def uri_for(location: str, fs_path: str) -> str:
     """A path of `location`'s file system (as Ray and pyarrow give them: no scheme) as a location of its own."""
-    if "://" not in location:
+    if is_local(location):
         return fs_path
     scheme = location.split("://", 1)[0]
     return f"{scheme}://{fs_path.lstrip('/') if scheme != 'file' else fs_path}{_split_query(location)[1]}"
+
+
+def stamped(prefix: str) -> str:
+    """A new folder's default name: `prefix` and the time, to the second."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def names(location: str) -> list[str]:
@@ -52,11 +63,7 @@ def names(location: str) -> list[str]:
 
 def absolute(path_or_uri: str) -> str:
     """A URI stays as it is; a local path becomes absolute (Ray Tune wants absolute storage paths)."""
-    return path_or_uri if "://" in path_or_uri else os.path.abspath(os.path.expanduser(path_or_uri))
-
-
-def is_local(location: str) -> bool:
-    return "://" not in location
+    return os.path.abspath(os.path.expanduser(path_or_uri)) if is_local(path_or_uri) else path_or_uri
 
 
 class StorageError(ValueError):
@@ -117,8 +124,19 @@ def make_dirs(location: str) -> None:
 def check_writable(location: str) -> None:
     """Create the folder if needed and raise OSError where this process cannot write in it."""
     make_dirs(location)
-    if "://" not in location and not os.access(location, os.W_OK | os.X_OK):
+    if is_local(location) and not os.access(location, os.W_OK | os.X_OK):
         raise PermissionError(13, "Permission denied", location)
+
+
+def require_writable(folder: str, option: str) -> None:
+    """Create `folder` if needed, or say in one line that the folder given as `option` cannot be written: checked
+    before any work, so that an unwritable path is bad input, not a failure minutes in."""
+    try:
+        check_writable(folder)
+    except OSError as error:
+        raise StorageError(
+            f"cannot write to {option} {folder} ({error.strerror or error}): choose a writable folder"
+        ) from None
 
 
 def read_bytes(location: str) -> bytes:

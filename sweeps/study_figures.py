@@ -16,6 +16,7 @@ from lstm_ae.forecast import multi_step, one_step, persistence
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import per_step_mean
 from sweeps import evaluate, figures, storage
+from sweeps.collect import swept_values
 from sweeps.sweep import Sweep
 
 FIGURES = "figures"
@@ -63,19 +64,11 @@ def normalizer_of(splits: Splits, split: str):
     return splits.meta.get("normalizer", {}).get(split)
 
 
-def swept_values(sweep: Sweep, trial: pd.Series) -> dict:
-    return {name: plain(trial[f"config/{name}"]) for name in sweep.swept() if f"config/{name}" in trial}
-
-
 def trial_label(ctx: Context) -> str:
     """The best trial named by its hyperparameter values, floats to 3 figures (Optuna's lr=0.003600091192911611
     pushed the curves off their figure); its id where nothing was swept."""
     values = swept_values(ctx.sweep, ctx.best).items()
     return ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}" for k, v in values) or ctx.best.trial_id
-
-
-def plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 # Experiment figures: each takes the Context and returns [(path, caption)].

@@ -57,17 +57,6 @@ class SweepError(Exception):
     """Bad input for a sweep: the message is one line that names the problem and the fix."""
 
 
-def require_writable(folder: str, option: str) -> None:
-    """Create `folder` if needed, or say in one line that the folder given as `option` cannot be written: checked
-    before any work, so that an unwritable path is bad input, not a failure minutes in."""
-    try:
-        storage.check_writable(folder)
-    except OSError as error:
-        raise SweepError(
-            f"cannot write to {option} {folder} ({error.strerror or error}): choose a writable folder"
-        ) from None
-
-
 class SweepInterrupted(Exception):
     """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) with trials unfinished; its state and tables are saved:
     resume it. `signal`: the signal that stopped it (None: SIGINT)."""
@@ -331,7 +320,7 @@ def check_fallback(on_corrupt_checkpoint: str) -> None:
 
 def relative(path: str) -> str:
     """A local path relative to the current folder (a report's commands work on any machine); URIs as they are."""
-    return path if "://" in path else os.path.relpath(path)
+    return os.path.relpath(path) if storage.is_local(path) else path
 
 
 def command_line(sweep: Sweep, relative_paths: bool = False) -> str:

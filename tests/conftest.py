@@ -1,12 +1,10 @@
-import os
-
-# Before anything imports Ray: no usage reports, and every Ray the tests start binds to 127.0.0.1 only.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
 import pytest
 
+from sweeps.cluster import keep_ray_local
 from tests.datafiles import stock_prices, write_mnist, write_stocks
+
+# Before any test imports Ray: no usage reports, and every Ray the tests start binds to 127.0.0.1 only.
+keep_ray_local(None)
 
 
 @pytest.fixture(scope="session")

@@ -190,9 +190,9 @@ def test_an_existing_sweep_is_not_overwritten(tmp_path):
 def test_unwritable_storage(tmp_path):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the storage folder should be")
-    with pytest.raises(SweepError, match="cannot write to --storage"):
+    with pytest.raises(storage.StorageError, match="cannot write to --storage"):
         prepare(Sweep("synthetic"), str(blocked), "x")
-    with pytest.raises(SweepError, match="cannot write to --storage /proc/results"):
+    with pytest.raises(storage.StorageError, match="cannot write to --storage /proc/results"):
         prepare(Sweep("synthetic"), "/proc/results", "x")  # not even root can create folders there
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from sweeps import storage
 from sweeps.bench import (
     early_stopping,
     gpu_packing,
@@ -56,7 +57,6 @@ from sweeps.bench.harness import (
     start_ray,
     write,
 )
-from sweeps.sweep import require_writable
 
 DEVICES = ("cpu", "cuda")
 
@@ -112,8 +112,8 @@ def main(quick: bool = False, out: str | None = None, device: str = "cpu", only:
         print(f"sweeps: error: --measure {elsewhere[0]} does not run on --device {device}", file=sys.stderr)
         return 2
     chosen = [m for name, m in by_slug.items() if name in wanted and device in m.devices]
-    out = Path(out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    require_writable(str(out), "--out")
+    out = Path(out or storage.stamped("results/bench"))
+    storage.require_writable(str(out), "--out")
     started = time.perf_counter()
     torch.set_num_threads(1)  # as a trial of 1 CPU runs
     machine = {**machine_info(), "mode": "quick" if quick else "full", "device": device}

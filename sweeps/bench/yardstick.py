@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder
-from lstm_ae.train import fit
+from lstm_ae.train import Hyperparameters, fit
 
 LR, CLIP = 1e-3, 1.0
 
@@ -39,7 +39,7 @@ def bare_epoch(
     val: Split,
     batch_size: int,
     grad_clip: float = 0.0,
-    recon_weight: float = 0.5,
+    recon_weight: float = Hyperparameters.recon_weight,
     generator: torch.Generator | None = None,
 ) -> dict:
     """One epoch of plain PyTorch, then the validation pass: what `fit` does, with nothing around it."""
