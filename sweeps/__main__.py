@@ -20,10 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.cluster import keep_ray_local  # (imports no Ray: --help and `list` answer without it)
 
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
+    from sweeps.errors import SweepError, SweepInterrupted, TrialsFailed
     from sweeps.evaluate import EvaluationError
     from sweeps.signals import exit_status
     from sweeps.storage import StorageError
-    from sweeps.sweep import SweepError, SweepInterrupted, TrialsFailed
 
     try:
         return args.command(args) or 0
@@ -156,8 +156,8 @@ def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
 def _fail_if_every_trial_failed(folder: str, written: str | None) -> None:
     """TrialsFailed where every trial in the trials table of `folder` errored (the report, if `written`, says it too)."""
     from sweeps import collect, storage
+    from sweeps.errors import TrialsFailed
     from sweeps.report import all_failed
-    from sweeps.sweep import TrialsFailed
 
     if failed := all_failed(storage.read_parquet(storage.join(folder, collect.TRIALS_FILE))):
         raise TrialsFailed(f"{failed}: see {written}" if written else failed)

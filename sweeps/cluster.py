@@ -9,8 +9,8 @@ import os
 import socket
 import urllib.parse
 
-from sweeps.errors import first_line
-from sweeps.sweep import Sweep, SweepError
+from sweeps.errors import SweepError, first_line
+from sweeps.sweep import Sweep
 
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 

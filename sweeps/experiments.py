@@ -115,8 +115,9 @@ def grid_size(grid: dict) -> int:
 
 @dataclass(frozen=True)
 class Range:
-    """One hyperparameter's Optuna range, without Ray (the runner turns it into a Tune domain): "int" (both ends
-    included), "float", "log" (log-uniform) or "choice" (of `values`)."""
+    """One hyperparameter's Optuna range, without Ray or Optuna until asked for as a Tune domain (the runner's
+    search) or an Optuna distribution (the report's importances): "int" (both ends included), "float", "log"
+    (log-uniform) or "choice" (of `values`)."""
 
     kind: str
     low: float = 0
@@ -134,6 +135,16 @@ class Range:
         if self.kind == "float":
             return tune.uniform(self.low, self.high)
         return tune.choice(list(self.values))
+
+    def to_optuna(self):
+        """Optuna's distribution: the one Ray's OptunaSearch makes of `to_tune()`."""
+        from optuna import distributions
+
+        if self.kind == "int":
+            return distributions.IntDistribution(self.low, self.high)
+        if self.kind in ("log", "float"):
+            return distributions.FloatDistribution(self.low, self.high, log=self.kind == "log")
+        return distributions.CategoricalDistribution(self.values)
 
     def __str__(self) -> str:
         if self.kind == "choice":

@@ -24,7 +24,7 @@ import time
 import psutil
 
 from sweeps import storage
-from sweeps.sweep import SweepError
+from sweeps.errors import SweepError
 
 LOCK_FILE = "driver.lock"
 HEARTBEAT_S = 10.0

@@ -17,7 +17,6 @@ from dataclasses import replace
 import numpy as np
 import optuna
 import pandas as pd
-from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, schedulers, status, storage
 from sweeps.collect import plain
@@ -357,9 +356,7 @@ def _seeds_table(summary: pd.DataFrame, metric: str, seeds: int) -> str:
 
 def _importances(sweep: Sweep, trials: pd.DataFrame) -> dict:
     entry = sweep.entry
-    distributions = OptunaSearch.convert_search_space(
-        {k: r.to_tune() for k, r in entry.optuna_space(sweep.grid()).items()}
-    )
+    distributions = {k: r.to_optuna() for k, r in entry.optuna_space(sweep.grid()).items()}
     study = optuna.create_study(direction="minimize" if entry.mode == "min" else "maximize")
     for _, trial in collect.ranked(trials, entry.metric, entry.mode).iterrows():
         params = {name: plain(trial[f"config/{name}"]) for name in distributions}

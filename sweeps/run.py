@@ -20,7 +20,6 @@ import os
 import pickletools
 from pathlib import Path
 from typing import NamedTuple
-from unittest import mock
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -29,16 +28,14 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
 from lstm_ae.data import DataError
-from sweeps import checkpoints, collect, lock, schedulers, signals, storage
-from sweeps.errors import first_line
+from sweeps import checkpoints, collect, lock, loggers, schedulers, signals, storage
+from sweeps.errors import SweepError, SweepInterrupted
 from sweeps.experiments import SOURCES
 from sweeps.sweep import (
     NAME_LENGTH,
     NAME_PATTERN,
     SWEEP_FILE,
     Sweep,
-    SweepError,
-    SweepInterrupted,
     check_fallback,
     command_line,
     load_sweep,
@@ -138,7 +135,7 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
             num_to_keep=2, checkpoint_score_attribute=entry.metric, checkpoint_score_order=entry.mode
         ),
         # result.json feeds collect; the others only when asked for (TensorBoard's doubled Tune's cost per epoch).
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *logger_callbacks(sweep, sweep_dir)],
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *loggers.callbacks(sweep.loggers, sweep_dir)],
         verbose=1,
     )
     return tune.Tuner(
@@ -147,76 +144,6 @@ def make_tuner(sweep: Sweep, datasets: dict, sweep_dir: str, space: dict | None 
         tune_config=tune_config,
         run_config=run_config,
     )
-
-
-MLFLOW_FILE = "mlflow.db"
-
-
-def check_loggers(sweep: Sweep, remote: bool) -> None:
-    """What would fail in the loggers' set-up, found before Ray starts: W&B without a login (unless offline); MLflow
-    for a sweep on remote storage (`remote`) without a tracking server, or with one that does not answer (a local
-    sweep keeps its own SQLite store)."""
-    offline = os.environ.get("WANDB_MODE") in ("offline", "disabled")
-    if "wandb" in sweep.loggers and not offline and not os.environ.get("WANDB_API_KEY"):
-        import wandb  # the same sources of a key as WandbLoggerCallback.setup (ray/air/integrations/wandb.py)
-
-        if not wandb.login(prompt=False, verify=False):
-            raise SweepError(
-                "--logger wandb finds no W&B login: run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline "
-                "to keep the runs on disk (`wandb sync` uploads them later)"
-            )
-    if "mlflow" in sweep.loggers and remote:
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:  # MLflow would fall back to ./mlflow.db on the driver, away from the sweep
-            raise SweepError(
-                "--logger mlflow with remote --storage needs MLFLOW_TRACKING_URI, the MLflow server to log to "
-                "(a sweep in a local folder keeps its own mlflow.db)"
-            )
-        if uri.startswith(("http://", "https://")):
-            _check_mlflow_server(uri)
-
-
-def _check_mlflow_server(uri: str) -> None:
-    import mlflow
-
-    try:
-        with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
-            mlflow.MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as error:  # MLflow's own errors, whatever went wrong
-        raise SweepError(
-            f"--logger mlflow: no MLflow server answers at {uri} (MLFLOW_TRACKING_URI: {first_line(error)}): start "
-            "it, or point MLFLOW_TRACKING_URI at one that answers"
-        ) from None
-
-
-def logger_callbacks(sweep: Sweep, sweep_dir: str) -> list:
-    """Ray Tune's own logger callbacks for --logger; Ray pickles them with the Tuner, so resume keeps them.
-    TensorBoard writes events in each trial's folder (`tensorboard --logdir SWEEP`); MLflow, for a local sweep, an
-    SQLite store in the sweep folder (`mlflow ui --backend-store-uri sqlite:///SWEEP/mlflow.db`; MLflow 3 refuses
-    its old file store), elsewhere MLFLOW_TRACKING_URI's server; W&B its project named after the sweep
-    (WANDB_MODE=offline keeps it on disk)."""
-    name = storage.parent_and_name(sweep_dir)[1]
-    callbacks = []
-    for logger in sweep.loggers:
-        if logger == "tensorboard":
-            from ray.tune.logger import TBXLoggerCallback
-
-            callbacks.append(TBXLoggerCallback())
-        elif logger == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
-
-            # The driver's WANDB_MODE and WANDB_DIR, given to W&B's logging actor, which Ray starts with the
-            # cluster's environment (ray/air/integrations/wandb.py forwards only the API key).
-            where = {
-                key: os.environ[var] for key, var in (("mode", "WANDB_MODE"), ("dir", "WANDB_DIR")) if var in os.environ
-            }
-            callbacks.append(WandbLoggerCallback(project=name, **where))
-        elif logger == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            uri = None if not storage.is_local(sweep_dir) else f"sqlite:///{storage.join(sweep_dir, MLFLOW_FILE)}"
-            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name))
-    return callbacks
 
 
 def optuna_storage(sweep_dir: str):
@@ -234,7 +161,7 @@ def optuna_storage(sweep_dir: str):
 def prepare(sweep: Sweep, storage_path: str, name: str | None) -> tuple[str, dict]:
     """Check the sweep, build its data and claim its folder: all before Ray starts."""
     sweep.validate()
-    check_loggers(sweep, remote=not storage.is_local(storage_path))
+    loggers.check_reachable(sweep.loggers, remote=not storage.is_local(storage_path))
     if sweep.data:
         sweep.data = storage.absolute(sweep.data)  # resume and report may run from another folder
     if name is None:
@@ -321,7 +248,9 @@ def prepare_resume(sweep_dir: str, on_corrupt_checkpoint: str = "previous", data
     if data:
         sweep.data = storage.absolute(data)
     sweep.validate()
-    check_loggers(sweep, remote=not storage.is_local(sweep_dir))  # the loggers come back with the Tuner
+    loggers.check_reachable(
+        sweep.loggers, remote=not storage.is_local(sweep_dir)
+    )  # the loggers come back with the Tuner
     try:
         restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
         if restorable:

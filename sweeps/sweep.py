@@ -8,7 +8,6 @@ everything that can be known wrong before Ray starts, its record (sweep.json) an
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 import os
@@ -21,12 +20,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sweeps import hyperparameters, storage
-from sweeps.errors import first_line
+from sweeps import hyperparameters, loggers, storage
+from sweeps.errors import SweepError, first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES, Experiment, grid_size
 
-# --logger NAME: the module Ray Tune's logger callback needs, and the project's extra that installs it.
-LOGGERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the memory before it starts
 # Trials in one sweep: Ray Tune keeps every trial in the driver's memory and in the experiment state it rewrites as
 # trials report, and a grid is expanded whole before the first trial starts (asked for 24 million, it sat for
@@ -53,25 +50,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_LENGTH = 128  # a folder name may have 255 bytes; Ray's paths inside it grow long enough already
 
 
-class SweepError(Exception):
-    """Bad input for a sweep: the message is one line that names the problem and the fix."""
-
-
-class SweepInterrupted(Exception):
-    """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) with trials unfinished; its state and tables are saved:
-    resume it. `signal`: the signal that stopped it (None: SIGINT)."""
-
-    def __init__(self, sweep_dir: str, signal: int | None = None):
-        super().__init__(f"interrupted: continue with sweeps resume {sweep_dir}")
-        self.sweep_dir = sweep_dir
-        self.signal = signal
-
-
-class TrialsFailed(Exception):
-    """Every trial of the sweep errored: the message says why, each reason once with its count (the tables and
-    the report are written)."""
-
-
 @dataclass
 class Sweep:
     """What defines a sweep; recorded in sweep.json so that `resume` rebuilds exactly the same one."""
@@ -93,7 +71,7 @@ class Sweep:
     checkpoint_every: int | None = None  # epochs between checkpoints (the last is always one); None: the preset's
     grace_period: int | None = None  # epochs ASHA lets every trial run before it may stop it; None: the preset's
     overrides: dict = field(default_factory=dict)  # hyperparameter -> values, from --set
-    loggers: list = field(default_factory=list)  # names of LOGGERS, from --logger
+    loggers: list = field(default_factory=list)  # names of loggers.LOGGERS, from --logger
 
     def __post_init__(self):
         if self.reduction_factor is None:  # recorded as a number: a resume keeps it whatever later defaults say
@@ -195,17 +173,7 @@ class Sweep:
                 raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
         self._check_numbers()
         self._check_hyperparameters()
-        self._check_loggers()
-
-    def _check_loggers(self) -> None:
-        for name in self.loggers:
-            if name not in LOGGERS:
-                raise SweepError(f"unknown --logger {name!r}: choose among {', '.join(LOGGERS)}")
-            module, extra = LOGGERS[name]
-            if importlib.util.find_spec(module) is None:
-                raise SweepError(
-                    f"--logger {name} needs the {module} package: install it with `.venv/bin/pip install -e '.[{extra}]'`"
-                )
+        loggers.check_installed(self.loggers)
 
     def _check_numbers(self) -> None:
         checks = [

@@ -208,7 +208,7 @@ def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended():
     import ray
 
     from sweeps.cluster import ray_session
-    from sweeps.sweep import SweepInterrupted
+    from sweeps.errors import SweepInterrupted
 
     with pytest.raises(SweepInterrupted), ray_session():
         assert ray.is_initialized()
@@ -236,7 +236,7 @@ def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypat
     import ray
 
     from sweeps.cluster import start_ray
-    from sweeps.sweep import SweepError
+    from sweeps.errors import SweepError
 
     def refuse(**_):
         raise ConnectionError("ray client connection timeout\nmore detail")

@@ -13,9 +13,10 @@ from ray import tune
 
 from sweeps import storage
 from sweeps.__main__ import main
+from sweeps.errors import SweepError
 from sweeps.experiments import EXPERIMENTS
 from sweeps.run import build_datasets, claim, param_space, prepare
-from sweeps.sweep import Sweep, SweepError, command_line, load_sweep
+from sweeps.sweep import Sweep, command_line, load_sweep
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -50,6 +51,15 @@ def test_optuna_ranges():
     rows = param_space(Sweep("mnist-rows", search="optuna"))
     assert (rows["hidden_size"].lower, rows["hidden_size"].upper) == (20, 129)
     assert param_space(Sweep("snp500-predict", search="optuna"))["normalize"].categories == ["study", "first"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_reports_optuna_distributions_are_those_rays_search_makes(name):
+    from ray.tune.search.optuna import OptunaSearch
+
+    ranges = EXPERIMENTS[name].optuna_space(EXPERIMENTS[name].grid_for("paper"))
+    by_ray = OptunaSearch.convert_search_space({k: r.to_tune() for k, r in ranges.items()})
+    assert {k: r.to_optuna() for k, r in ranges.items()} == by_ray
 
 
 def test_the_running_best_ignores_diverged_epochs():

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from sweeps import lock
-from sweeps.sweep import SweepError
+from sweeps.errors import SweepError
 
 
 def lock_record(folder) -> dict:

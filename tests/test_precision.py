@@ -17,7 +17,8 @@ from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.train import fit
 from sweeps import checkpoints, cluster
 from sweeps.__main__ import main
-from sweeps.sweep import Sweep, SweepError
+from sweeps.errors import SweepError
+from sweeps.sweep import Sweep
 from tests.precisions import NATIVE_BF16, WITHOUT_BF16
 from tests.sweeping import sweeps_cli
 

@@ -7,22 +7,17 @@ take its report: their cost lands on every epoch. W&B runs in its offline mode (
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import os
 from statistics import median
-from unittest import mock
 
 from sweeps.bench.harness import Bench, Row, interleaved, run_sweep, synthetic_sweep
+from sweeps.loggers import LOGGERS, environment, installed
 
 SMALL_TRIALS = {"hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]}  # 2 trials, 1 per core
 
 
 def run(bench: Bench) -> list[Row]:
-    from sweeps.sweep import LOGGERS
-
-    names = bench.budget.logger_names or LOGGERS
-    installed = [name for name in names if importlib.util.find_spec(LOGGERS[name][0])]
+    available = installed(bench.budget.logger_names or LOGGERS)
     short = bench.budget.logger_epochs
     lengths = (short, 4 * short)  # two budgets: the difference per epoch, apart from what each trial pays once
     counter = itertools.count()
@@ -37,16 +32,16 @@ def run(bench: Bench) -> list[Row]:
 
         return timed
 
-    jobs = {(name, epochs): sweep([name] if name else [], epochs) for name in ["", *installed] for epochs in lengths}
-    # (W&B's logging actor gets WANDB_MODE and WANDB_DIR from the callback: see sweeps.run.logger_callbacks.)
-    with mock.patch.dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(bench.out), WANDB_SILENT="true"):
+    jobs = {(name, epochs): sweep([name] if name else [], epochs) for name in ["", *available] for epochs in lengths}
+    # (W&B's logging actor gets WANDB_MODE and WANDB_DIR from the callback: see sweeps.loggers.callbacks.)
+    with environment(WANDB_MODE="offline", WANDB_DIR=str(bench.out), WANDB_SILENT="true"):
         # A warm-up round where there are several (the first sweep pays the trial workers' first imports).
         times = interleaved(jobs, bench.budget.logger_rounds, warmup=int(bench.budget.logger_rounds > 1))
     wall = {key: median(seconds) for key, seconds in times.items()}
     trials = len(SMALL_TRIALS["lr"])
-    per_epoch = {n: (wall[n, lengths[1]] - wall[n, short]) / (trials * (lengths[1] - short)) for n in ["", *installed]}
+    per_epoch = {n: (wall[n, lengths[1]] - wall[n, short]) / (trials * (lengths[1] - short)) for n in ["", *available]}
     rows = []
-    for name in installed:
+    for name in available:
         extra_epoch = per_epoch[name] - per_epoch[""]
         extra_once = (wall[name, short] - wall["", short]) - extra_epoch * trials * short
         rows.append(
