@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import math
 import signal
@@ -49,7 +50,7 @@ def _machine_problem(error: OSError) -> str:
     return f"{error}: check the storage path and the data path; the files already written are whole"
 
 
-def list_experiments(args) -> None:
+def list_command(args) -> None:
     from sweeps import hyperparameters
     from sweeps.experiments import EXPERIMENTS, grid_size
 
@@ -85,54 +86,34 @@ def _precisions_here() -> str:
     )
 
 
-def run_sweep(args) -> None:
-    from sweeps import cluster, lock, run
-    from sweeps.sweep import Sweep
+def run_command(args) -> None:
+    from sweeps import runner
 
-    sweep = Sweep(
-        experiment=args.experiment,
-        preset=args.preset,
-        search=args.search,
-        num_samples=args.num_samples,
-        early_stop=not args.no_early_stop,
-        scheduler=args.scheduler,
-        reduction_factor=args.reduction_factor,
-        order=args.order,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        data=args.data,
-        seed=args.seed,
-        epochs=args.epochs,
-        checkpoint_every=args.checkpoint_every,
-        grace_period=args.grace_period,
-        overrides={**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
-        loggers=list(dict.fromkeys(args.logger)),
-    )
-    sweep.validate()
-    cluster.check(args.address, sweep)  # the cluster, or this machine's resources and precisions: before any data
-    sweep_dir, datasets = run.prepare(sweep, args.storage, args.name)
-    run.claim(sweep, sweep_dir)
-    with lock.hold(sweep_dir), cluster.ray_session(args.address):
-        run.run_tuner(run.make_tuner(sweep, datasets, sweep_dir), sweep_dir)
+    sweep_dir = runner.start(_sweep_of(args), args.storage, args.name, args.address)
     _finish(sweep_dir, args.no_report)
 
 
-def resume_sweep(args) -> None:
-    from sweeps import cluster, lock, run, storage
-    from sweeps.sweep import load_sweep
+def _sweep_of(args):
+    """The Sweep the options describe: each option a field of the same name, but for the three said otherwise."""
+    from sweeps.sweep import Sweep
 
-    sweep_dir = storage.absolute(args.path)
-    load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
-    with lock.hold(sweep_dir):  # one driver at a time: refused before Ray starts where another holds it
-        resumable = run.prepare_resume(sweep_dir, args.corrupt_checkpoint, args.data)  # all before Ray starts
-        cluster.check(args.address, resumable.sweep)
-        with cluster.ray_session(args.address):
-            sweep_dir = run.continue_sweep(sweep_dir, resumable, args.corrupt_checkpoint)
+    said = {
+        "early_stop": not args.no_early_stop,
+        "overrides": {**dict(args.set), **({"precision": [args.precision]} if args.precision else {})},
+        "loggers": list(dict.fromkeys(args.logger)),
+    }
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Sweep) if hasattr(args, f.name)}
+    return Sweep(**{**given, **said})
+
+
+def resume_command(args) -> None:
+    from sweeps import runner
+
+    sweep_dir = runner.resume(args.path, args.corrupt_checkpoint, args.data, args.address)
     _finish(sweep_dir, args.no_report, args.data)
 
 
-def report(args) -> None:
+def report_command(args) -> None:
     from sweeps import storage
     from sweeps.report import write_report
 
@@ -163,7 +144,7 @@ def _fail_if_every_trial_failed(folder: str, written: str | None) -> None:
         raise TrialsFailed(f"{failed}: see {written}" if written else failed)
 
 
-def evaluate_checkpoint(args) -> None:
+def evaluate_command(args) -> None:
     import json
 
     from sweeps import evaluate
@@ -190,7 +171,7 @@ def evaluate_checkpoint(args) -> None:
     print(f"  ({BASELINE_SAID})")
 
 
-def show_status(args) -> None:
+def status_command(args) -> None:
     import json
     import time
 
@@ -211,7 +192,7 @@ def show_status(args) -> None:
             raise
 
 
-def bench(args) -> int:
+def bench_command(args) -> int:
     from sweeps import bench as benchmark
 
     return benchmark.main(quick=args.quick, out=args.out, device=args.device, only=args.measure)
@@ -271,18 +252,34 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sweeps", description="LSTM autoencoder sweeps on Ray Tune.")
     top.add_argument("--version", action="version", version=f"sweeps {_version()}")
     commands = top.add_subparsers(required=True, metavar="COMMAND")
+    for add in (_list_parser, _run_parser, _resume_parser, _report_parser, _evaluate_parser, _status_parser):
+        add(commands)
+    _bench_parser(commands)
+    return top
 
-    listing = commands.add_parser(
-        "list", formatter_class=_WithDefaults, help="the experiments, their presets and search spaces"
-    )
-    listing.set_defaults(command=list_experiments)
 
-    runner = commands.add_parser("run", formatter_class=_WithDefaults, help="run an experiment's sweep")
-    runner.set_defaults(command=run_sweep)
+def _command(commands, name: str, handler, help: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, formatter_class=_WithDefaults, help=help)
+    command.set_defaults(command=handler)
+    return command
+
+
+def _list_parser(commands) -> None:
+    _command(commands, "list", list_command, "the experiments, their presets and search spaces")
+
+
+def _run_parser(commands) -> None:
+    from sweeps.loggers import LOGGERS
+    from sweeps.sweep import STORAGE, Sweep
+
+    default = {f.name: f.default for f in dataclasses.fields(Sweep)}  # the options' defaults are the Sweep's
+    runner = _command(commands, "run", run_command, "run an experiment's sweep")
     runner.add_argument("experiment", metavar="NAME", help="an experiment of `sweeps list`")
-    runner.add_argument("--preset", default="quick", help="quick (minutes on a laptop) or paper (the study's budgets)")
     runner.add_argument(
-        "--search", default="grid", help="grid (the study's grid) or optuna (seeded TPE over its ranges)"
+        "--preset", default=default["preset"], help="quick (minutes on a laptop) or paper (the study's budgets)"
+    )
+    runner.add_argument(
+        "--search", default=default["search"], help="grid (the study's grid) or optuna (seeded TPE over its ranges)"
     )
     runner.add_argument(
         "--num-samples", type=int, help="optuna: trials (default: the grid's size); grid: repeats with other seeds"
@@ -290,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     runner.add_argument("--no-early-stop", action="store_true", help="run every trial to its budget (no ASHA)")
     runner.add_argument(
         "--scheduler",
-        default=DEFAULT_SCHEDULER,
+        default=default["scheduler"],
         choices=SCHEDULERS,
         help="early stopping: " + "; ".join(f"{name}: {words}" for name, words in SCHEDULERS.items()),
     )
@@ -303,28 +300,32 @@ def parser() -> argparse.ArgumentParser:
     )
     runner.add_argument(
         "--order",
-        default=ORDERS[0],
+        default=default["order"],
         choices=ORDERS,
         help="the order a grid's trials start in: shuffled by --seed, or the grid's own",
     )
-    runner.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial gets (torch threads follow)")
     runner.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, help="GPUs each trial gets: 1/k packs k trials on a GPU"
+        "--cpus-per-trial",
+        type=float,
+        default=default["cpus_per_trial"],
+        help="CPUs each trial gets (torch threads follow)",
+    )
+    runner.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=default["gpus_per_trial"],
+        help="GPUs each trial gets: 1/k packs k trials on a GPU",
     )
     runner.add_argument(
         "--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)"
     )
-    runner.add_argument(
-        "--storage", default="results", help="folder or URI (s3://, gs://, shared NFS path) for results"
-    )
+    runner.add_argument("--storage", default=STORAGE, help="folder or URI (s3://, gs://, shared NFS path) for results")
     runner.add_argument(
         "--name", help="the sweep's folder name under --storage (default: experiment-preset-search-time)"
     )
-    runner.add_argument(
-        "--address", help="join a running Ray cluster (`auto`, or host:port); default: start a local one"
-    )
+    _address_option(runner, "join a running Ray cluster (`auto`, or host:port); default: start a local one")
     runner.add_argument("--data", help="MNIST root folder, or the S&P 500 CSV (plain or gzipped)")
-    runner.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order")
+    runner.add_argument("--seed", type=int, default=default["seed"], help="data split, initial weights and batch order")
     runner.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
     runner.add_argument(
         "--checkpoint-every",
@@ -356,62 +357,69 @@ def parser() -> argparse.ArgumentParser:
         "--logger",
         action="append",
         default=[],
-        choices=["tensorboard", "wandb", "mlflow"],
+        choices=LOGGERS,
         help="also log every epoch to TensorBoard, Weights & Biases or MLflow (repeatable; off by default)",
     )
-    runner.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _no_report_option(runner)
 
-    resumer = commands.add_parser("resume", formatter_class=_WithDefaults, help="continue an interrupted sweep")
-    resumer.set_defaults(command=resume_sweep)
+
+def _resume_parser(commands) -> None:
+    from sweeps.sweep import FALLBACKS
+
+    resumer = _command(commands, "resume", resume_command, "continue an interrupted sweep")
     resumer.add_argument("path", help="the sweep's folder")
-    resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
+    _address_option(resumer, "join a running Ray cluster instead of starting a local one")
     resumer.add_argument(
         "--corrupt-checkpoint",
-        default="previous",
-        metavar="previous|scratch",
-        help="where a trial whose last checkpoint cannot be read goes on from (default: previous)",
+        default=FALLBACKS[0],
+        metavar="|".join(FALLBACKS),
+        help="where a trial whose last checkpoint cannot be read goes on from",
     )
     resumer.add_argument("--data", help="where the sweep's data is now, if it moved since `sweeps run`")
-    resumer.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _no_report_option(resumer)
 
-    reporter = commands.add_parser(
-        "report", formatter_class=_WithDefaults, help="figures and report.md of a sweep, from its files"
-    )
-    reporter.set_defaults(command=report)
+
+def _report_parser(commands) -> None:
+    from sweeps.figures import FORMATS
+    from sweeps.report import TOP_TRIALS
+
+    reporter = _command(commands, "report", report_command, "figures and report.md of a sweep, from its files")
     reporter.add_argument("path", help="the sweep's folder")
-    reporter.add_argument("--top", type=int, default=10, help="trials in the table of all trials")
+    reporter.add_argument("--top", type=int, default=TOP_TRIALS, help="trials in the table of all trials")
     reporter.add_argument("--data", help="where the sweep's data is now, if it moved (a folder copied from a cluster)")
-    reporter.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="the figures' file format")
+    reporter.add_argument("--format", default=FORMATS[0], choices=FORMATS, help="the figures' file format")
     reporter.add_argument(
         "--out",
         help="publish the report in this folder instead (report.md, figures, tables and the best model.pt: "
         "all that `sweeps evaluate` needs to check it, e.g. for results/showcase/)",
     )
 
-    evaluator = commands.add_parser(
-        "evaluate", formatter_class=_WithDefaults, help="a trial checkpoint's metrics on the test (or validation) split"
+
+def _evaluate_parser(commands) -> None:
+    from sweeps.evaluate import PRECISION, SPLITS
+
+    evaluator = _command(
+        commands, "evaluate", evaluate_command, "a trial checkpoint's metrics on the test (or validation) split"
     )
-    evaluator.set_defaults(command=evaluate_checkpoint)
     evaluator.add_argument("checkpoint", help="a model.pt, or the checkpoint_* folder that holds one")
     evaluator.add_argument("--data", help="where the checkpoint's data is now (default: where it was trained)")
-    evaluator.add_argument("--split", default="test", choices=["test", "val"], help="which split")
+    evaluator.add_argument("--split", default=SPLITS[0], choices=SPLITS, help="which split")
     evaluator.add_argument(
         "--precision",
-        default="fp32",
+        default=PRECISION,
         choices=PRECISIONS,
-        help="autocast to evaluate under: fp32, the same on every machine, whatever the checkpoint trained in "
-        "(bf16 needs a CPU or GPU that has it)",
+        help=f"autocast to evaluate under: {PRECISION}, the same on every machine, whatever the checkpoint trained "
+        "in (bf16 needs a CPU or GPU that has it)",
     )
     evaluator.add_argument(
         "--json", action="store_true", help="one JSON object of the metrics (and precision) on stdout"
     )
 
-    stat = commands.add_parser(
-        "status",
-        formatter_class=_WithDefaults,
-        help="trials finished, running, stopped early or errored, and the best so far",
+
+def _status_parser(commands) -> None:
+    stat = _command(
+        commands, "status", status_command, "trials finished, running, stopped early or errored, and the best so far"
     )
-    stat.set_defaults(command=show_status)
     stat.add_argument("path", help="the sweep's folder or URI")
     stat.add_argument(
         "--watch",
@@ -423,30 +431,41 @@ def parser() -> argparse.ArgumentParser:
     )
     stat.add_argument("--json", action="store_true", help="one JSON object per print, on stdout")
 
-    bencher = commands.add_parser(
+
+def _bench_parser(commands) -> None:
+    from sweeps.bench import DEVICES, MEASURES, slug
+
+    bencher = _command(
+        commands,
         "bench",
-        formatter_class=_WithDefaults,
-        help="overheads of the trainer and Ray Tune, early stopping, threads, memory, pixel speed: ratios measured side by side",
+        bench_command,
+        "overheads of the trainer and Ray Tune, early stopping, threads, memory, pixel speed: ratios measured side by side",
     )
-    bencher.set_defaults(command=bench)
     bencher.add_argument(
         "--quick", action="store_true", help="small sizes: a few minutes on 2 cores (the full run: about 40)"
     )
     bencher.add_argument("--out", help="folder for bench.parquet and machine.json (default: results/bench-<time>)")
     bencher.add_argument(
         "--device",
-        default="cpu",
-        choices=["cpu", "cuda"],
+        default=DEVICES[0],
+        choices=DEVICES,
         help="cuda: the pixel measures on a GPU (fp32/bf16/fp16) and 1/2/4/8 trials packed on it",
     )
     bencher.add_argument(
         "--measure",
         action="append",
         metavar="NAME",
-        help="run only this measure (repeatable): trainer-overhead, trial-overhead, parallel-efficiency, threads, "
-        "early-stopping, memory, loggers, pixel, precision-parity, gpu-packing (default: all for the device)",
+        help=f"run only this measure (repeatable): {', '.join(slug(m.name) for m in MEASURES)} "
+        "(default: all for the device)",
     )
-    return top
+
+
+def _address_option(command: argparse.ArgumentParser, help: str) -> None:
+    command.add_argument("--address", help=help)
+
+
+def _no_report_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from sweeps import checkpoints, storage
 from sweeps.errors import first_line
 from sweeps.experiments import EXPERIMENTS, SOURCES
 
-SPLITS = ("test", "val")
+SPLITS = ("test", "val")  # the first: the default
+PRECISION = "fp32"  # evaluated under unless asked otherwise: the same figures on every machine
 BASELINE_SAID = (
     "baseline_mse: the MSE of drawing every sequence as the training split's per-step mean, for MNIST the mean image"
 )
@@ -120,7 +121,7 @@ def _check_shape(trained: Trained, splits: Splits, path) -> None:
         )
 
 
-def metrics(trained: Trained, splits: Splits, split: str = "test", precision: str = "fp32") -> dict:
+def metrics(trained: Trained, splits: Splits, split: str = SPLITS[0], precision: str = PRECISION) -> dict:
     """The checkpoint's metrics on `split` ("test" or "val") under `precision`: fp32 unless asked, whatever the
     checkpoint was trained in, so that every machine gets the same figures (bf16 needs hardware many lack); and
     `baseline_mse`, the MSE of the training split's per-step mean (the mean image), which `mse` must beat."""

@@ -5,54 +5,66 @@ lines apart, so that every figure reads the same way in every report, in print a
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # files only: no display, same output on every machine
+from sweeps import storage
+from sweeps.experiments import best_column
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from sweeps import storage  # noqa: E402
-from sweeps.experiments import best_column  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SIZE = (8, 4.5)  # inches
 LINE = 70  # characters of a legend entry before it wraps (a title: twice that)
 DPI = 110
 STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
-# No offset on axes ("1e-5 + 1.1984" over a flat curve collides with the title): full tick values instead.
-plt.rcParams.update(
-    {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.formatter.useoffset": False}
-)
 FEW_EPOCHS = 25  # curves this short get a marker per epoch: a single epoch is a point, not an invisible line
 
 
+FORMATS = ("png", "pdf", "svg")  # the first: the default
+
+
+@functools.cache
+def _pyplot():
+    """matplotlib's pyplot, set up on first use: importing matplotlib builds its font cache in the home folder, and
+    the command line, which reads FORMATS, writes nothing where a run is refused or help is asked for."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, same output on every machine
+    import matplotlib.pyplot as plt
+
+    # No offset on axes ("1e-5 + 1.1984" over a flat curve collides with the title): full tick values instead.
+    plt.rcParams.update(
+        {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.formatter.useoffset": False}
+    )
+    return plt
+
+
 def _subplots(*args, **kwargs):
-    return plt.subplots(*args, layout="constrained", **kwargs)  # no overlapping titles and labels
+    return _pyplot().subplots(*args, layout="constrained", **kwargs)  # no overlapping titles and labels
 
 
-FORMATS = ("png", "pdf", "svg")
-
-
-def save(figure: plt.Figure, path: str | Path, kind: str | None = None) -> str | Path:
+def save(figure: Figure, path: str | Path, kind: str | None = None) -> str | Path:
     """In format `kind` (FORMATS; default: `path`'s suffix). PNG with a 256-colour palette: a few tens of KB per figure, no
     visible loss for line art; PDF and SVG as vectors, for papers.
     Written whole or not at all (a full disk leaves the previous figure, not half a new one)."""
     drawn, png = io.BytesIO(), io.BytesIO()
     kind = kind or Path(path).suffix.lstrip(".")
     figure.savefig(drawn, format=kind, dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     if kind != "png":
         storage.write_bytes(str(path), drawn.getvalue())
         return path
     drawn.seek(0)
+    from PIL import Image
+
     Image.open(drawn).convert("RGB").quantize(colors=256).save(png, format="png", optimize=True)
     storage.write_bytes(str(path), png.getvalue())
     return path
@@ -67,6 +79,8 @@ def _log_if_positive(ax, values) -> None:
 
 def _epoch_axis(ax, epochs: pd.Series) -> None:
     """Whole epochs on the x axis, with room around a curve of one or two epochs."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if epochs.nunique() < 3:
         ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
@@ -78,7 +92,7 @@ def _marker(epochs: pd.Series, marker: str = "o") -> str | None:
 
 def validation_curves(
     metrics: pd.DataFrame, trials: pd.DataFrame, metric: str, best_id: str, best_label: str
-) -> plt.Figure:
+) -> Figure:
     """Every trial's validation metric per epoch; the best in bold, named by `best_label` (its hyperparameter values);
     trials stopped early marked where they stopped, and where a trial waited (at a rung, or with the sweep) before it
     went on."""
@@ -132,7 +146,7 @@ def _before_each_resume(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ordered[goes_on & ordered[metric].notna()]
 
 
-def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id: str) -> plt.Figure:
+def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id: str) -> Figure:
     """Each trial's best validation value against one hyperparameter's value."""
     figure, ax = _subplots(figsize=SIZE)
     column, score = f"config/{name}", best_column(metric)
@@ -160,7 +174,7 @@ def hyperparameter_effect(trials: pd.DataFrame, name: str, metric: str, best_id:
     return figure
 
 
-def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> plt.Figure:
+def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> Figure:
     """Each configuration's best value over its seeds: one point per seed, the mean with one standard deviation.
     `summary`: configurations ranked best first, with `label` (its values), `mean`, `std` and `members` (trial ids)."""
     figure, ax = _subplots(
@@ -186,7 +200,7 @@ def seed_spread(summary: pd.DataFrame, trials: pd.DataFrame, metric: str) -> plt
     return figure
 
 
-def importances(values: dict) -> plt.Figure:
+def importances(values: dict) -> Figure:
     figure, ax = _subplots(figsize=SIZE)
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names], color="0.5", edgecolor="black", hatch="//")
@@ -194,7 +208,7 @@ def importances(values: dict) -> plt.Figure:
     return figure
 
 
-def signal_examples(examples: dict) -> plt.Figure:
+def signal_examples(examples: dict) -> Figure:
     """A few signals from each split, one panel each, a column per split: {"train": (k, T) array, ...}."""
     rows = max(len(signals) for signals in examples.values())
     figure, axes = _subplots(
@@ -221,7 +235,7 @@ PART_LABELS = {
 }
 
 
-def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance: float | None = None) -> plt.Figure:
+def learning_curves(history: pd.DataFrame, parts: list[str], title: str, chance: float | None = None) -> Figure:
     """Train (solid) and validation (dashed) curves of the best trial, one panel per loss part or metric; `chance`:
     the accuracy of guessing, drawn on accuracy panels."""
     figure, axes = _subplots(1, len(parts), figsize=SIZE, squeeze=False)
@@ -258,7 +272,7 @@ def reconstructions(
     ylabel: str,
     title: str,
     xlabel: str = "time step",
-) -> plt.Figure:
+) -> Figure:
     """Original (solid) and reconstruction (dashed) of a few sequences, one panel each, beside the baseline
     (dotted: the training split's per-step mean, the best guess that knows nothing of the sequence)."""
     figure, axes = _subplots(len(originals), 1, figsize=(SIZE[0], 2 * len(originals)), sharex=True)
@@ -273,7 +287,7 @@ def reconstructions(
     return figure
 
 
-def digits(originals: np.ndarray, reconstructed: np.ndarray, mean_image: np.ndarray, labels: list[str]) -> plt.Figure:
+def digits(originals: np.ndarray, reconstructed: np.ndarray, mean_image: np.ndarray, labels: list[str]) -> Figure:
     """Test digits (28 x 28) drawn at random, originals above their reconstructions, and in the last column the
     baseline: the training split's mean image, what a reconstruction that learned nothing of the digit draws."""
     n = len(originals)
@@ -296,7 +310,7 @@ def _image(ax, pixels: np.ndarray) -> None:
     ax.set_xticks([]), ax.set_yticks([])
 
 
-def confusion(matrix: np.ndarray, accuracy: float) -> plt.Figure:
+def confusion(matrix: np.ndarray, accuracy: float) -> Figure:
     figure, ax = _subplots(figsize=(SIZE[1] * 1.3, SIZE[1] * 1.2))
     ax.imshow(matrix, cmap="Greys")
     ax.grid(False)
@@ -313,7 +327,7 @@ def confusion(matrix: np.ndarray, accuracy: float) -> plt.Figure:
     return figure
 
 
-def prices(frame: pd.DataFrame) -> plt.Figure:
+def prices(frame: pd.DataFrame) -> Figure:
     """Daily highs by date, one line per ticker."""
     figure, ax = _subplots(figsize=SIZE)
     for i, ticker in enumerate(frame.columns):
@@ -328,7 +342,7 @@ def prices(frame: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def forecasts(truth: np.ndarray, lines: dict, labels: list[str], start: int, title: str) -> plt.Figure:
+def forecasts(truth: np.ndarray, lines: dict, labels: list[str], start: int, title: str) -> Figure:
     """Truth and forecasts of a few sequences in dollars; `lines` maps a name to (N, steps) forecasts from `start`."""
     figure, axes = _subplots(len(truth), 1, figsize=(SIZE[0], 2.2 * len(truth)), sharex=True)
     for k, (ax, label) in enumerate(zip(np.atleast_1d(axes), labels)):

@@ -26,6 +26,7 @@ from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, trial_lab
 from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"
+TOP_TRIALS = 10  # rows of the table of all trials
 
 
 def best_checkpoint(trial_path: str, metric: str, mode: str) -> evaluate.Trained | None:
@@ -63,7 +64,11 @@ def _best_readable(choices: pd.DataFrame, entry) -> tuple[pd.Series | None, eval
 
 
 def write_report(
-    sweep_dir: str, top: int = 10, data: str | None = None, format: str = "png", out: str | None = None
+    sweep_dir: str,
+    top: int = TOP_TRIALS,
+    data: str | None = None,
+    format: str = figures.FORMATS[0],
+    out: str | None = None,
 ) -> str:
     """`data`: where the sweep's data is now, if it moved (a folder copied from a cluster); `format`: the figures';
     `out`: a folder to publish the report in instead of the sweep's own: report.md, figures/, the two tables and the

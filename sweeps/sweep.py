@@ -31,6 +31,10 @@ MAX_COUNT = 1_000_000  # epochs or trials: more is a typo, and would fill the me
 MAX_TRIALS = 10_000
 FALLBACKS = ("previous", "scratch")  # where a trial goes on when its checkpoint cannot be read
 SEARCHES = ("grid", "optuna")
+# What a trial reads from its config besides the hyperparameters, which --set may also pin or sweep: the checkpoint
+# frequency (the bench's trial-overhead measure alternates trials that checkpoint every epoch and only at the last).
+PER_TRIAL = ("checkpoint_every",)
+STORAGE = "results"  # where sweeps go unless --storage says otherwise
 # --scheduler: how early stopping decides (sweeps.asha builds each), the default first.
 SCHEDULERS = {
     "promotion": "ASHA by promotion (a trial waits at each rung until it ranks among those it passes on)",
@@ -167,13 +171,23 @@ class Sweep:
             raise SweepError(f"unknown --order {self.order!r}: choose {' or '.join(ORDERS)}")
         if self.order != ORDERS[0] and self.search != "grid":
             raise SweepError(f"--order {self.order} orders a grid's trials: drop it, or use --search grid")
-        allowed = hyperparameters.NAMES + self.entry.data_params
+        allowed = hyperparameters.NAMES + self.entry.data_params + PER_TRIAL
         for name in self.overrides:
             if name not in allowed:
                 raise SweepError(f"unknown hyperparameter {name!r} in --set: choose among {', '.join(allowed)}")
+        self._check_checkpoint_every()
         self._check_numbers()
         self._check_hyperparameters()
         loggers.check_installed(self.loggers)
+
+    def _check_checkpoint_every(self) -> None:
+        values = self.overrides.get("checkpoint_every", [])
+        if values and self.checkpoint_every is not None:
+            raise SweepError("--checkpoint-every and --set checkpoint_every=... say the same: give one")
+        if any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_COUNT for v in values):
+            raise SweepError(f"checkpoint_every must be whole numbers of epochs from 1 to {MAX_COUNT:,}, got {values}")
+        if len(values) > 1 and self.search != "grid":
+            raise SweepError("--set checkpoint_every=... with several values sweeps a grid: use --search grid")
 
     def _check_numbers(self) -> None:
         checks = [

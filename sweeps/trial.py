@@ -68,7 +68,7 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
     _, steps, features = splits.train.x.shape
     model_config = hyperparameters.model_config(config, features, steps, EXPERIMENTS[config["experiment"]].heads)
     model = LSTMAutoencoder.from_config(model_config, seed=config["seed"])
-    run = fit(
+    training = fit(
         model,
         splits,
         epochs=config["epochs"],
@@ -77,7 +77,7 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
         device=device,
         **hyperparameters.training(config),
     )
-    return run, model_config
+    return training, model_config
 
 
 def run_trial(
@@ -94,7 +94,7 @@ def run_trial(
         tune.get_checkpoint(), on_corrupt_checkpoint, tune.get_context().get_trial_name()
     )
     try:
-        run, model_config = start_fit(config, unship(datasets, config), start)
+        training, model_config = start_fit(config, unship(datasets, config), start)
     except PrecisionUnavailable as error:  # a node of a cluster that lacks what the driver's machine has
         raise PrecisionUnavailable(
             f"on node {socket.gethostname()} ({ray.util.get_node_ip_address()}): {error}"
@@ -105,17 +105,17 @@ def run_trial(
         experiment.better, (m[experiment.metric] for m in history), math.nan
     )  # epochs before a restart
     kept = checkpoints.best_weights(start, history, experiment.metric)
-    for metrics in run:
+    for metrics in training:
         history.append(metrics)
         diverged = not math.isfinite(metrics["train_loss"])
         best = experiment.better(best, metrics[experiment.metric])
-        kept = keep_if_better(kept, metrics, run.model, experiment)
+        kept = keep_if_better(kept, metrics, training.model, experiment)
         report = {**metrics, experiment.running_best: best, "node_id": node_id, "diverged": diverged}
         epoch = metrics["epoch"]
         if diverged or epoch == config["epochs"] or epoch % config["checkpoint_every"] == 0 or epoch in pause_at:
             # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
             with tempfile.TemporaryDirectory() as folder:
-                state = {**run.state(), checkpoints.BEST: kept}
+                state = {**training.state(), checkpoints.BEST: kept}
                 checkpoints.save(folder, state, model_config, history, data_record(data, config))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
         else:

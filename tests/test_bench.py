@@ -131,7 +131,7 @@ def test_on_a_cpu_without_bf16_the_parity_measure_says_it_was_not_run(tmp_path, 
     """Simulated on any CPU; the quick bench above takes this path on a CPU that lacks bf16."""
     monkeypatch.setattr(precision, "cpu_runs_bf16", lambda: False)
     measure = next(m for m in bench.MEASURES if m.name == "precision parity")
-    rows = measure.run(Bench(bench.QUICK, tmp_path, 2, measure=measure.name, targets=measure.targets))
+    rows = measure.rows(Bench(bench.QUICK, tmp_path, 2, measure=measure.name, targets=measure.targets))
     assert [(r.quantity, r.holds) for r in rows] == [(NOT_RUN, None)] and "native bf16" in rows[0].detail
     assert pixel_measure.precisions("cpu") == ["fp32"]
 

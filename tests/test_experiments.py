@@ -15,8 +15,10 @@ from sweeps import storage
 from sweeps.__main__ import main
 from sweeps.errors import SweepError
 from sweeps.experiments import EXPERIMENTS
-from sweeps.run import build_datasets, claim, param_space, prepare
+from sweeps.folder import claim
+from sweeps.runner import build_datasets, prepare
 from sweeps.sweep import Sweep, command_line, load_sweep
+from sweeps.tuner import param_space
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

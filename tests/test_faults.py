@@ -354,9 +354,7 @@ def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
     """Before version 0.2 Ray knew the trials as `train` (folders train_*), and Ray resumes a sweep only under the
     name it was made with."""
     sweep_dir = tmp_path / "legacy"
-    as_before = (
-        "import sys, sweeps.run; sweeps.run.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
-    )
+    as_before = "import sys, sweeps.tuner; sweeps.tuner.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
     made = subprocess.run(
         [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))],
         capture_output=True,

@@ -19,10 +19,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from lstm_ae.data import synthetic
-from sweeps import checkpoints, evaluate
+from sweeps import checkpoints, evaluate, runner
 from sweeps.experiments import EXPERIMENTS
 from sweeps.report import write_report
-from sweeps.run import run
 from sweeps.sweep import Sweep, command_line
 from sweeps.trial import ship, unship
 from tests.sweeping import TWO_SMALL_TRIALS, check_tables, checkpoint_dirs, sweeps_cli
@@ -60,7 +59,7 @@ def test_quick_sweep_of_every_experiment(name, local_ray, tmp_path, mnist_root, 
     # The synthetic quick preset is the demo, on the study's 10,000 signals: 2,000 here (its own test runs it whole).
     smaller = {"n": [2000]} if "n" in EXPERIMENTS[name].data_params else {}
     sweep = Sweep(name, epochs=2, data=str(data) if data else None, overrides=smaller)
-    sweep_dir = run(sweep, str(tmp_path), "quick")
+    sweep_dir = runner.start(sweep, str(tmp_path), "quick")
     trials, metrics = check_tables(sweep_dir, len(sweep.configs()))
     entry = EXPERIMENTS[name]
     assert (trials.status == "TERMINATED").all(), trials.error.tolist()
@@ -168,7 +167,7 @@ def test_max_concurrent_is_held(local_ray, tmp_path, search):
         early_stop=False,
         overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0]},
     )
-    sweep_dir = Path(run(sweep, str(tmp_path), search))
+    sweep_dir = Path(runner.start(sweep, str(tmp_path), search))
     results = [pd.read_json(path, lines=True) for path in sweep_dir.glob("trial_*/result.json")]
     assert len(results) == 4 and len({pid for r in results for pid in r.pid}) == 1
 
@@ -185,7 +184,7 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
             max_concurrent=1,
             overrides={"n": [1000], "batch_size": [64]},
         )
-        trials = pd.read_parquet(Path(run(sweep, str(tmp_path), name)) / "trials.parquet")
+        trials = pd.read_parquet(Path(runner.start(sweep, str(tmp_path), name)) / "trials.parquet")
         assert len(trials) == 4
         configs.append(sorted(trials[["config/lr", "config/hidden_size", "config/grad_clip"]].values.tolist()))
     assert configs[0] == configs[1]
@@ -327,7 +326,7 @@ def test_a_grid_repeated_over_seeds_is_summarised_per_configuration(local_ray, t
         early_stop=False,
         overrides={"n": [1000], "hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]},
     )
-    sweep_dir = run(sweep, str(tmp_path), "seeds")
+    sweep_dir = runner.start(sweep, str(tmp_path), "seeds")
     trials = pd.read_parquet(Path(sweep_dir) / "trials.parquet")
     assert sorted(trials["config/seed"]) == [5, 5, 6, 6, 7, 7]  # every trial's seed is in the table
     report = Path(write_report(sweep_dir)).read_text()

@@ -54,7 +54,7 @@ from sweeps.bench.harness import (
     Target,
     format_table,
     machine_info,
-    start_ray,
+    start_local_ray,
     write,
 )
 
@@ -64,29 +64,32 @@ DEVICES = ("cpu", "cuda")
 @dataclass(frozen=True)
 class Measure:
     name: str
-    run: Callable[[Bench], list[Row]]
+    rows: Callable[[Bench], list[Row]]  # the measure: its rows on this bench
     targets: dict[str, Target] = field(default_factory=dict)  # what its rows must reach, by the key the run gives
     ray: bool = False  # needs the bench's Ray, started once for all that do
     devices: tuple[str, ...] = ("cpu",)  # the devices it is run for
 
 
 MEASURES = [
-    Measure("trainer overhead", trainer_overhead.run, {"epoch": ("<=", 1.05)}),
-    Measure("trial overhead", trial_overhead.run, {"trial": ("<=", 1.10), "epoch": ("<=", 1.10)}, ray=True),
-    Measure("parallel efficiency", parallel_efficiency.run, {"quick grid": (">=", 0.90)}, ray=True),
-    Measure("threads", threads.run),
+    Measure("trainer overhead", trainer_overhead.measure, {"epoch": ("<=", 1.05)}),
+    Measure("trial overhead", trial_overhead.measure, {"trial": ("<=", 1.10), "epoch": ("<=", 1.10)}, ray=True),
+    Measure("parallel efficiency", parallel_efficiency.measure, {"quick grid": (">=", 0.90)}, ray=True),
+    Measure("threads", threads.measure),
     # The default scheduler, in the grid's own order as shuffled: a quarter of the epochs, the best within 5%.
-    Measure("early stopping", early_stopping.run, {"epochs": ("<=", 0.25), "best": ("<=", 1.05)}, ray=True),
-    Measure("memory", memory.run, {"store": ("<=", 1.5), "private": ("<=", 0.5)}, ray=True),
-    Measure("loggers", loggers.run, ray=True),
+    Measure("early stopping", early_stopping.measure, {"epochs": ("<=", 0.25), "best": ("<=", 1.05)}, ray=True),
+    Measure("memory", memory.measure, {"store": ("<=", 1.5), "private": ("<=", 0.5)}, ray=True),
+    Measure("loggers", loggers.measure, ray=True),
     # The fused layer at least 2.5x the step-by-step cells' speed; an epoch of one pixel trial (the showcase's shape) in
     # at most 200 s on the AVX-512 CPU (what the older one gives is reported); in seconds on a GPU.
     Measure(
-        "pixel", pixel.run, {"fused": (">=", 2.5), "cpu epoch": ("<=", 200), "cuda epoch": ("<=", 20)}, devices=DEVICES
+        "pixel",
+        pixel.measure,
+        {"fused": (">=", 2.5), "cpu epoch": ("<=", 200), "cuda epoch": ("<=", 20)},
+        devices=DEVICES,
     ),
     # bf16 within fp32's seed-to-seed noise, or the experiments' default precision stays fp32.
-    Measure("precision parity", parity.run, {"noise": ("<=", 1.0)}, devices=DEVICES),
-    Measure("GPU packing", gpu_packing.run, {"4 trials": (">=", 2.5)}, devices=("cuda",)),
+    Measure("precision parity", parity.measure, {"noise": ("<=", 1.0)}, devices=DEVICES),
+    Measure("GPU packing", gpu_packing.measure, {"4 trials": (">=", 2.5)}, devices=("cuda",)),
 ]
 
 
@@ -137,7 +140,7 @@ def _run_all(measures: list[Measure], bench: Bench) -> tuple[list[Row], float | 
     rows = [r for m in measures if not m.ray for r in _run(m, bench)]
     ray_start_s = None
     if any(m.ray for m in measures):
-        ray_start_s = start_ray(bench.cores, bench.out)
+        ray_start_s = start_local_ray(bench.cores, bench.out)
         try:
             rows += [r for m in measures if m.ray for r in _run(m, replace(bench, ray_start_s=ray_start_s))]
         finally:
@@ -151,7 +154,7 @@ def _run(measure: Measure, bench: Bench) -> list[Row]:
     start = time.perf_counter()
     print(f"bench: {measure.name} ...", file=sys.stderr, flush=True)
     try:
-        rows = measure.run(replace(bench, measure=measure.name, targets=measure.targets))
+        rows = measure.rows(replace(bench, measure=measure.name, targets=measure.targets))
     except Exception as error:
         traceback.print_exc()
         rows = [Row(measure.name, "failed", float("nan"), detail=f"{type(error).__name__}: {error}")]

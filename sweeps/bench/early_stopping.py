@@ -8,15 +8,15 @@ in both orders.
 
 from __future__ import annotations
 
-from sweeps.bench.harness import Bench, Row, run_sweep, synthetic_sweep
+from sweeps.bench.harness import Bench, Row, synthetic_sweep, timed_sweep
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     from sweeps import collect
     from sweeps.sweep import DEFAULT_SCHEDULER, REDUCTION_FACTORS, WITHOUT_GRACE
 
     epochs_each, grace = bench.budget.early_stop_epochs, bench.budget.early_stop_grace
-    full_grid = run_sweep(synthetic_sweep("quick", epochs=epochs_each, early_stop=False), bench.out, "early-stop-off")
+    full_grid = timed_sweep(synthetic_sweep("quick", epochs=epochs_each, early_stop=False), bench.out, "early-stop-off")
     all_epochs = full_grid.trials.epochs.sum()
     full_best = _best(collect, full_grid)
     rows = []
@@ -30,7 +30,7 @@ def run(bench: Bench) -> list[Row]:
             reduction_factor=REDUCTION_FACTORS[scheduler],  # its own default share (the quick preset's is the demo's)
             order=order,
         )
-        result = run_sweep(sweep, bench.out, f"early-stop-{scheduler}-{order}")
+        result = timed_sweep(sweep, bench.out, f"early-stop-{scheduler}-{order}")
         epochs, best = result.trials.epochs.sum(), _best(collect, result)
         # The default holds the targets; the others are what it is measured against.
         judged = scheduler == DEFAULT_SCHEDULER

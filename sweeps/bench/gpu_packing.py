@@ -13,7 +13,7 @@ from sweeps.bench.pixel import ENCODERS, Stepper, precisions
 TRIALS = (1, 2, 4, 8)
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     precision = "bf16" if "bf16" in precisions("cuda") else "fp32"  # the showcase's, where the GPU has it
     steps = bench.budget.pack_steps
     throughput = {n: n * steps / _packed(n, steps, precision) for n in TRIALS}  # steps per second, all trials

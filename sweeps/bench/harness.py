@@ -26,8 +26,8 @@ Target = tuple[str, float]  # ("<=", 1.05): the value must be at most 1.05
 NOT_RUN = "not run on this device"  # the quantity of a measure's one row where the device lacks what it measures
 
 
-# The quick preset as these measures were set on (12 epochs on 1,000 signals: trials of about half a second), not the
-# demo the preset has become since (24 epochs on 10,000): the quick bench stays a few minutes, its rows comparable.
+# The synthetic quick preset's grid with the options these measures were set on: 12 epochs (--epochs 12) on 1,000
+# signals (--set n=1000): trials of about half a second, the quick bench a few minutes, its rows comparable over time.
 QUICK_SYNTHETIC = {"epochs": 12, "n": 1000}
 
 
@@ -174,7 +174,8 @@ def interleaved(jobs: dict[str, Callable[[], float]], rounds: int, warmup: int =
 
 
 def synthetic_sweep(preset: str, **options):
-    """A synthetic sweep as the bench times it: the quick preset at QUICK_SYNTHETIC's size, the paper preset as is."""
+    """A synthetic sweep as the bench times it: the quick preset with QUICK_SYNTHETIC's options, the paper preset as
+    it is; `options` on top, as Sweep's fields."""
     from sweeps.sweep import Sweep
 
     if preset == "quick":
@@ -185,13 +186,13 @@ def synthetic_sweep(preset: str, **options):
 
 def sweep_data(sweep) -> Splits:
     """The one data set of a sweep that sweeps no data hyperparameter, built as the driver builds it."""
-    from sweeps.run import build_datasets
+    from sweeps.runner import build_datasets
 
     (splits,) = build_datasets(sweep).values()
     return splits
 
 
-def start_ray(cores: int, out: Path) -> float:
+def start_local_ray(cores: int, out: Path) -> float:
     """A fresh local Ray (address="local": never one another program started on this machine); seconds taken."""
     import ray
 
@@ -224,27 +225,23 @@ def quiet(log: Path):
 @dataclass
 class SweepResult:
     folder: str
-    datasets: dict
     trials: pd.DataFrame
     metrics: pd.DataFrame
-    wall_s: float  # run.run_tuner: Tuner.fit, then the Parquet tables
-    started: float  # time.time() when run.run_tuner began
+    wall_s: float  # runner.start: the checks, the data, the Tuner's run, the Parquet tables
+    started: float  # time.time() when runner.start was called
 
 
-def run_sweep(sweep, out: Path, name: str, watch=None, space: dict | None = None) -> SweepResult:
-    """A sweep through the project's runner (as `sweeps run` does), timing `run.run_tuner`: Tuner.fit, then the tables."""
-    from sweeps import collect, run, storage
+def timed_sweep(sweep, out: Path, name: str, watch=None) -> SweepResult:
+    """A sweep as `sweeps run` runs it (runner.start, on the bench's Ray), timed whole, under OUT/sweeps/."""
+    from sweeps import collect, runner, storage
 
-    folder, datasets = run.prepare(sweep, str(out / "sweeps"), name)
-    run.claim(sweep, folder)
     with quiet(out / RAY_LOG), watch or contextlib.nullcontext():
-        tuner = run.make_tuner(sweep, datasets, folder, space)  # puts the data in the object store
         started, start = time.time(), time.perf_counter()
-        run.run_tuner(tuner, folder)
+        folder = runner.start(sweep, str(out / "sweeps"), name)
         wall = time.perf_counter() - start
     tables = (collect.TRIALS_FILE, collect.METRICS_FILE)
     trials, metrics = (storage.read_parquet(storage.join(folder, table)) for table in tables)
-    return SweepResult(folder, datasets, trials, metrics, wall, started)
+    return SweepResult(folder, trials, metrics, wall, started)
 
 
 def worker_starts(result: SweepResult, log: Path) -> list[float]:
@@ -267,9 +264,9 @@ def fit_alone(sweep, splits: Splits, config: dict) -> list[float]:
 
     start = time.perf_counter()
     config = {"experiment": sweep.experiment, "seed": sweep.seed, "epochs": sweep.budget, **config}
-    run, _ = start_fit(config, splits, device="cpu")
+    training, _ = start_fit(config, splits, device="cpu")
     epochs = []
-    for metrics in run:
+    for metrics in training:
         epochs.append(time.perf_counter() - start - sum(epochs))
         if not math.isfinite(metrics["train_loss"]):  # the trial stops there too
             break

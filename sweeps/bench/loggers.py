@@ -10,13 +10,13 @@ from __future__ import annotations
 import itertools
 from statistics import median
 
-from sweeps.bench.harness import Bench, Row, interleaved, run_sweep, synthetic_sweep
+from sweeps.bench.harness import Bench, Row, interleaved, synthetic_sweep, timed_sweep
 from sweeps.loggers import LOGGERS, environment, installed
 
 SMALL_TRIALS = {"hidden_size": [10], "batch_size": [64], "grad_clip": [1.0], "lr": [1e-3, 1e-2]}  # 2 trials, 1 per core
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     available = installed(bench.budget.logger_names or LOGGERS)
     short = bench.budget.logger_epochs
     lengths = (short, 4 * short)  # two budgets: the difference per epoch, apart from what each trial pays once
@@ -25,7 +25,7 @@ def run(bench: Bench) -> list[Row]:
     def sweep(loggers: list[str], epochs: int):
         def timed() -> float:
             spec = synthetic_sweep("quick", epochs=epochs, early_stop=False, loggers=loggers, overrides=SMALL_TRIALS)
-            result = run_sweep(spec, bench.out, f"loggers-{'-'.join(loggers) or 'none'}-{next(counter)}")
+            result = timed_sweep(spec, bench.out, f"loggers-{'-'.join(loggers) or 'none'}-{next(counter)}")
             if len(result.trials) != len(SMALL_TRIALS["lr"]):
                 raise RuntimeError(f"{len(result.trials)} trials: the figures per epoch assume one per lr")
             return result.wall_s

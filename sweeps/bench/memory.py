@@ -11,12 +11,12 @@ from statistics import median
 import torch
 
 from lstm_ae.data import mnist
-from sweeps.bench.harness import Bench, Row, SweepResult, run_sweep
+from sweeps.bench.harness import Bench, Row, SweepResult, timed_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     """The same 2-trial MNIST sweep on the study's split and on the quick preset's small one: what the trial workers
     hold privately beyond the small sweep's, per byte of data shipped beyond it (0: the data is never copied)."""
     runs = {preset: _watched_mnist_sweep(bench.out, preset) for preset in ("quick", "paper")}
@@ -47,6 +47,7 @@ def run(bench: Bench) -> list[Row]:
 
 
 def _watched_mnist_sweep(out: Path, preset: str) -> tuple[SweepResult, MemoryWatch, int]:
+    from sweeps.runner import build_datasets
     from sweeps.sweep import Sweep
     from sweeps.trial import ship
 
@@ -55,8 +56,10 @@ def _watched_mnist_sweep(out: Path, preset: str) -> tuple[SweepResult, MemoryWat
         "mnist-rows", preset=preset, epochs=1, early_stop=False, data=str(mnist_root(out)[0]), overrides=overrides
     )
     watch = MemoryWatch()
-    result = run_sweep(sweep, out, f"memory-{preset}", watch)
-    shipped = len(pickle.dumps(ship(result.datasets), protocol=5))  # what with_parameters puts in the object store
+    result = timed_sweep(sweep, out, f"memory-{preset}", watch)
+    shipped = len(
+        pickle.dumps(ship(build_datasets(sweep)), protocol=5)
+    )  # what with_parameters puts in the object store
     return result, watch, shipped
 
 

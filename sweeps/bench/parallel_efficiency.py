@@ -20,14 +20,14 @@ from sweeps.bench.harness import (
     Row,
     fit_alone,
     quiet,
-    run_sweep,
     sweep_data,
     synthetic_sweep,
+    timed_sweep,
     worker_starts,
 )
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     """The quick grid as `sweeps run` runs it (the target); Ray Tune alone on trials of the same length that only
     sleep; then the grid on the study's data, with longer trials (reported)."""
     quick = synthetic_sweep("quick", epochs=bench.budget.grid_epochs, early_stop=False)
@@ -40,7 +40,7 @@ def run(bench: Bench) -> list[Row]:
 
 
 def _efficiency(bench: Bench, sweep, target: str | None = None) -> tuple[list[Row], float]:
-    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's wall time (`run.run_tuner`), and over
+    """(Sum of each config's `fit` alone in the driver) / cores, over the sweep's wall time (`runner.start`), and over
     the time after its workers started; the mean seconds per epoch of `fit` alone."""
     splits, grid, cores = sweep_data(sweep), sweep.configs(), bench.cores
     alone = [[] for _ in grid]
@@ -50,7 +50,7 @@ def _efficiency(bench: Bench, sweep, target: str | None = None) -> tuple[list[Ro
             alone[i].append(sum(fit_alone(sweep, splits, config)))
 
     alone_pass()
-    result = run_sweep(sweep, bench.out, f"grid-{sweep.preset}")
+    result = timed_sweep(sweep, bench.out, f"grid-{sweep.preset}")
     plain = fits_in_processes(sweep, splits, grid, cores)
     for _ in range(bench.budget.bare_passes - 1):  # after the sweep too: drift on the machine cancels out
         alone_pass()
@@ -92,9 +92,8 @@ def _tune_alone(bench: Bench, trials: int, epochs: int, epoch_s: float) -> Row:
     """Ray Tune's own cost: a trainable that sleeps `epoch_s` per epoch and reports, as many trials and epochs as the
     grid, the same Tune settings (reused workers, JSON and CSV results). What no trainer could do better than."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from sweeps import run
+    from sweeps import tuner
 
     def sleeper(config):
         for epoch in range(1, config["epochs"] + 1):
@@ -102,21 +101,21 @@ def _tune_alone(bench: Bench, trials: int, epochs: int, epoch_s: float) -> Row:
             tune.report({"epoch": epoch, "val_mse": 1.0})
 
     space = {"epochs": epochs, "epoch_s": epoch_s, "trial": tune.grid_search(list(range(trials)))}
-    tuner = tune.Tuner(
+    sleepers = tune.Tuner(
         tune.with_resources(sleeper, {"cpu": 1}),
         param_space=space,
-        tune_config=tune.TuneConfig(metric="val_mse", mode="min", reuse_actors=True),
+        tune_config=tuner.tune_config(metric="val_mse", mode="min"),
         run_config=tune.RunConfig(
             name="tune-alone",
             storage_path=str((bench.out / "sweeps").resolve()),
             verbose=0,
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=tuner.result_loggers(),
         ),
     )
     with quiet(bench.out / RAY_LOG):
         start = time.perf_counter()
-        run.tune_settings()
-        tuner.fit()
+        tuner.tune_settings()
+        sleepers.fit()
         wall = time.perf_counter() - start
     ideal = trials * epochs * epoch_s / bench.cores
     return bench.row(

@@ -31,7 +31,7 @@ SHAPES = {
 }
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     from sweeps.bench.pixel import precisions
 
     low = [p for p in precisions(bench.device) if p != "fp32"]
@@ -51,8 +51,8 @@ def _shape(bench: Bench, view: str, root, real: bool, low: str) -> Row:
         for precision in accuracy:
             config = ModelConfig(features, num_classes=10, steps=steps, **model_options)
             model = LSTMAutoencoder.from_config(config, seed=seed)  # the same initial weights for both precisions
-            run = fit(model, splits, epochs=1, seed=seed, precision=precision, device=bench.device, **training)
-            accuracy[precision].append(next(iter(run))["val_accuracy"])
+            training_run = fit(model, splits, epochs=1, seed=seed, precision=precision, device=bench.device, **training)
+            accuracy[precision].append(next(iter(training_run))["val_accuracy"])
     differences = [b - f for b, f in zip(accuracy[low], accuracy["fp32"])]
     # fp32's spread over seeds, at least one validation image's worth (two seeds can agree to the image).
     noise = max(stdev(accuracy["fp32"]), 1 / val)

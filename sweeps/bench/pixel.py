@@ -94,7 +94,7 @@ def precisions(device: str) -> list[str]:
     return runnable(device, ("fp32", "bf16", "fp16") if device == "cuda" else ("fp32", "bf16"))
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     device, kinds = bench.device, precisions(bench.device)
     jobs = {f"{encoder} {p}": Stepper(ENCODERS[encoder], p, device) for encoder in ENCODERS for p in kinds}
     if device == "cpu":  # (on a GPU the layers run step by step: nothing to compare)

@@ -16,7 +16,7 @@ from sweeps.bench.harness import Bench, Row, interleaved
 from sweeps.bench.yardstick import CLIP, LR, SHAPES, make_model, one_epoch, random_splits
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     budget = bench.budget
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)

@@ -10,7 +10,7 @@ from sweeps.bench.harness import Bench, Row, interleaved
 from sweeps.bench.yardstick import SHAPES, make_model, one_epoch, random_splits
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     return [_shape(bench, name) for name in SHAPES]
 
 

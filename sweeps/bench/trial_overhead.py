@@ -1,27 +1,32 @@
-"""Trial overhead: one config as a real Ray Tune trial through `sweeps.run`, over `fit` alone in the driver; and
+"""Trial overhead: one config as a real Ray Tune trial through `sweeps.runner`, over `fit` alone in the driver; and
 checkpointing every epoch over checkpointing only the last."""
 
 from __future__ import annotations
 
 from statistics import median
 
-from sweeps.bench.harness import Bench, Row, fit_alone, run_sweep, sweep_data, synthetic_sweep
+from sweeps.bench.harness import Bench, Row, fit_alone, sweep_data, synthetic_sweep, timed_sweep
 from sweeps.bench.yardstick import CLIP, LR
 
 ONE_CONFIG = {"batch_size": [32], "lr": [LR], "grad_clip": [CLIP], "hidden_size": [40]}  # one synthetic trial
 
 
-def run(bench: Bench) -> list[Row]:
+def measure(bench: Bench) -> list[Row]:
     budget, epochs = bench.budget, bench.budget.trial_epochs
     # One trial at a time on one reused worker: the first starts the worker (timed apart), then trials checkpoint
     # every epoch or only at the last (which the trial always checkpoints), alternating.
     every = [epochs] + [1, epochs] * budget.trial_repeats
     sweep = synthetic_sweep(
-        budget.trial_preset, epochs=epochs, early_stop=False, max_concurrent=1, overrides=ONE_CONFIG
+        budget.trial_preset,
+        epochs=epochs,
+        early_stop=False,
+        max_concurrent=1,
+        order="grid",  # the trials in `every`'s order
+        overrides={**ONE_CONFIG, "checkpoint_every": every},
     )
     splits, config = sweep_data(sweep), sweep.configs()[0]
     alone = [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
-    result = run_sweep(sweep, bench.out, "trial-overhead", space=_checkpoint_space(sweep, every))
+    result = timed_sweep(sweep, bench.out, "trial-overhead")
     alone += [fit_alone(sweep, splits, config) for _ in range(budget.trial_repeats)]
     return _rows(bench, result, alone, f"{len(splits.train)}/{len(splits.val)} seqs, {epochs} epochs")
 
@@ -72,12 +77,3 @@ def _rows(bench: Bench, result, alone: list[list[float]], sizes: str) -> list[Ro
             f"(model.pt + metrics.parquet, handed to Ray)",
         ),
     ]
-
-
-def _checkpoint_space(sweep, every: list[int]) -> dict:
-    """The sweep's search space with trials that checkpoint every `every[i]` epochs (the registry's presets untouched)."""
-    from ray import tune
-
-    from sweeps.run import param_space
-
-    return {**param_space(sweep), "checkpoint_every": tune.grid_search(every)}
