@@ -1,8 +1,8 @@
 """Training: `fit` yields one flat dict of metrics per epoch; `evaluate` gives the same metrics on any split.
 
-    run = fit(model, splits, epochs=10, batch_size=64, lr=1e-3)
-    for metrics in run:                 # {"epoch": 1, "train_loss": ..., "val_loss": ..., "val_mse": ...}
-        torch.save(run.state(), "state.pt")
+    training = fit(model, splits, epochs=10, batch_size=64, lr=1e-3)
+    for metrics in training:               # {"epoch": 1, "train_loss": ..., "val_loss": ..., "val_mse": ...}
+        torch.save(training.state(), "state.pt")
     fit(model, splits, epochs=20, batch_size=64, lr=1e-3, start=torch.load("state.pt"))  # goes on at epoch 11
 
 The loss is recon_weight x MSE(reconstruction) + (1 - recon_weight) x the heads' loss (cross-entropy for
@@ -168,8 +168,8 @@ class Fit:
         self.val = _to(splits.val, self.device)
         self.val_normalizer = splits.meta.get("normalizer", {}).get("val")  # S&P 500: errors in dollars too
         check_precision(hp.precision, self.device)
-        # Fused: one kernel over all parameters instead of a dozen small ops per tensor (with foreach clipping, 8% of
-        # a synthetic epoch on a CPU: docs/performance.md).
+        # Fused: one kernel over all parameters instead of a dozen small ops per tensor (with foreach clipping, a
+        # visible share of a small epoch on a CPU: docs/performance.md).
         self.optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, fused=True)
         self.schedule = None
         if hp.schedule == "cosine":

@@ -53,8 +53,10 @@ def _machine_problem(error: OSError) -> str:
 def list_command(args) -> None:
     from sweeps import hyperparameters
     from sweeps.experiments import EXPERIMENTS, grid_size
+    from sweeps.sweep import PER_TRIAL
 
     print(f"hyperparameters (--set NAME=V1[,V2...]): {hyperparameters.describe()}")
+    print(f"also per trial: {', '.join(PER_TRIAL)} (several values sweep it, as a hyperparameter's do)")
     print("an experiment's fixed values and grid override those defaults; --set overrides both.")
     print(f"precision: {_precisions_here()}")
     print(f"early stopping (--scheduler, default {DEFAULT_SCHEDULER}; docs/performance.md):")

@@ -36,6 +36,18 @@ class ResumableASHA(ASHAScheduler):
         self._num_stopped = stopped
 
 
+def parse_results(text: str) -> list[dict]:
+    """The results in the text of a trial's result.json (Ray's log of what it reported), oldest first, repeats
+    included; a line cut short by a killed driver is left out."""
+    results = []
+    for line in text.splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            continue
+    return results
+
+
 def past_results(trial) -> list[dict]:
     """The results the trial reported, oldest first: those in its results file (on its storage: a folder, S3...), then
     any epochs its newest checkpoint holds beyond them. The driver logs a result after the trial has written the
@@ -49,12 +61,7 @@ def past_results(trial) -> list[dict]:
             text = stream.read().decode()
     except FileNotFoundError:
         text = ""  # lost with its folder: the trial is judged on what its checkpoint holds and its new results
-    results = []
-    for line in text.splitlines():
-        try:
-            results.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a killed driver
+    results = parse_results(text)
     logged = max((r["epoch"] for r in results if "epoch" in r), default=0)
     return results + [r for r in _checkpointed(trial) if r["epoch"] > logged]
 

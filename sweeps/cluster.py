@@ -103,7 +103,7 @@ def check_temp_dir() -> None:
 
 # Trial workers with one malloc arena: Tune trains in a thread of the worker, and glibc gives such a thread an arena
 # of its own, which maps every buffer over 64 MB afresh each time however the process is told to keep freed memory
-# (lstm_ae.allocator); a pixel step at hidden 128, batch 128 took 1.78 s there against 1.18 s. glibc reads it as a
+# (lstm_ae.allocator), which made a pixel step half as slow again (docs/performance.md). glibc reads it as a
 # process starts: the embedded Ray's processes inherit it from the driver, a cluster's from `ray start`
 # (cluster.yaml).
 ONE_MALLOC_ARENA = ("MALLOC_ARENA_MAX", "1")

@@ -202,11 +202,9 @@ EXPERIMENTS = {
             description="synthetic signals (50 steps, an 11-point dip), reconstruction",
             source="synthetic",
             grid={"batch_size": [32, 64], "lr": [1e-3, 1e-2], "grad_clip": [0.0, 1.0], "hidden_size": [10, 25, 40]},
-            # Forget gates starting open: validation MSE 0.039 against 0.051 with PyTorch's init after 20 epochs at
-            # hidden 40, lr 1e-2 (README). The rate halved on plateaus: at lr 1e-2 loss spikes threw every hidden-40
-            # trial back from its best (0.0128 at best, cosine schedule); halving after each stall, batch 32, clip 1
-            # reached 0.0036 by epoch 991 in the study's grid at its budget (results/showcase). The study's setting:
-            # --set gate_bias=default --set schedule=constant.
+            # Forget gates starting open learn the dip sooner than PyTorch's init; the rate halved on plateaus, as
+            # at lr 1e-2 loss spikes threw the largest models back from their best (README and results/showcase give
+            # the measurements). The study's setting: --set gate_bias=default --set schedule=constant.
             # n: the number of signals, a data hyperparameter (--set n=1000 for a smaller, faster sweep).
             fixed={"gate_bias": "forget1", "schedule": "plateau", "n": 10_000},
             data_params=("n",),
@@ -216,8 +214,8 @@ EXPERIMENTS = {
             presets={
                 # The demo: the study's 10,000 signals, enough epochs for the best trial to learn the dip (under half
                 # the per-step mean's error), early stopping at rungs 1, 4 and 16 passing a quarter on (the grid's
-                # best leads from its first epoch; its sweep within two minutes on the slower CPU:
-                # docs/performance.md), checkpoints only every 8 (each costs about a quarter epoch).
+                # best leads from its first epoch, and the demo stays short: docs/performance.md), checkpoints only
+                # every 8 (each costs a good part of an epoch this small).
                 "quick": Preset(epochs=24, grace_period=1, checkpoint_every=8, reduction_factor=4),
                 "paper": Preset(epochs=1000, grace_period=50, checkpoint_every=10),
             },
@@ -242,7 +240,7 @@ EXPERIMENTS = {
             heads={"num_classes": 10},
             grid={"hidden_size": [100, 150, 300], "lr": [1e-3, 1e-2], "recon_weight": [0.5, 0.7]},
             # The study's batch and clip; then the recipe that leaves chance within the first epoch, where the study's
-            # plain nn.LSTM stays at 11% for epochs (README, pixel section). The study's own model:
+            # plain nn.LSTM stays near chance for epochs (README, pixel section). The study's own model:
             # --set encoder_cell=lstm --set decoder_input=repeat --set gate_bias=default --set recurrent_init=default
             # --set schedule=constant
             fixed={"batch_size": 128, "grad_clip": 1.0, **PIXEL_RECIPE},

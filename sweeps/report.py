@@ -22,7 +22,7 @@ from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, loc
 from sweeps.collect import plain
 from sweeps.errors import first_line
 from sweeps.experiments import best_column, best_first, score
-from sweeps.study_figures import EXPERIMENT_FIGURES, FIGURES, Context, trial_label
+from sweeps.report_figures import EXPERIMENT_FIGURES, FIGURES, Context, trial_label
 from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative
 
 REPORT_FILE = "report.md"

@@ -43,8 +43,8 @@ SCHEDULERS = {
 }
 DEFAULT_SCHEDULER = next(iter(SCHEDULERS))
 WITHOUT_GRACE = ("hyperband",)  # brackets that follow from the budget and the factor: no --grace-period
-# A rung passes on 1/factor of its trials. promotion: a third (syne-tune's default; on the bench's 100-epoch grid, a
-# quarter missed the best by 5-19%, a third found it in either order: docs/performance.md); asha: Ray's default.
+# A rung passes on 1/factor of its trials. promotion: a third (syne-tune's default; on the bench's 100-epoch grid a
+# quarter missed the best, a third found it in either order: docs/performance.md); asha: Ray's default.
 REDUCTION_FACTORS = {"promotion": 3, "asha": 4, "hyperband": 3}
 # --order: the order a grid's trials start in. shuffled (by the seed): early stopping meets the grid's corners in no
 # particular order; grid: the grid's own, in which the first arrivals all come from one corner (the bench's worst case).

@@ -57,10 +57,10 @@ def data_key(config: dict) -> tuple:
     return tuple(config[name] for name in EXPERIMENTS[config["experiment"]].data_params)
 
 
-def data_record(data: dict, config: dict) -> dict:
-    """What rebuilds a trial's splits: the sweep's data record and the trial's data hyperparameters."""
+def data_record(source: dict, config: dict) -> dict:
+    """What rebuilds a trial's splits: how the driver built the sweep's data and the trial's data hyperparameters."""
     params = {name: config[name] for name in EXPERIMENTS[config["experiment"]].data_params}
-    return {**data, "params": params}
+    return {**source, "params": params}
 
 
 def start_fit(config: dict, splits: Splits, start: dict | None = None, device=None) -> tuple[Fit, dict]:
@@ -81,10 +81,10 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
 
 
 def run_trial(
-    config: dict, datasets: dict, data: dict, on_corrupt_checkpoint: str = "previous", pause_at: tuple = ()
+    config: dict, datasets: dict, source: dict, on_corrupt_checkpoint: str = "previous", pause_at: tuple = ()
 ) -> None:
     """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data;
-    `data`: how the driver built it (experiment, preset, seed, path), which every checkpoint records with the trial's
+    `source`: how the driver built it (experiment, preset, seed, path), which every checkpoint records with the trial's
     own data hyperparameters; `pause_at`: the epochs at which the scheduler may pause the trial, which it resumes from
     the checkpoint of that epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
@@ -116,7 +116,7 @@ def run_trial(
             # Written whole in a temporary folder, then handed to Ray: a crash never leaves half a checkpoint.
             with tempfile.TemporaryDirectory() as folder:
                 state = {**training.state(), checkpoints.BEST: kept}
-                checkpoints.save(folder, state, model_config, history, data_record(data, config))
+                checkpoints.save(folder, state, model_config, history, data_record(source, config))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(report)

@@ -44,10 +44,14 @@ def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previo
     (<name>_<id>_<values>)."""
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.
     resources = {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial}
-    data = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
+    source = {"experiment": sweep.experiment, "preset": sweep.preset, "seed": sweep.seed, "path": sweep.data_path()}
     pause_at = tuple(schedulers.rungs(sweep)) if schedulers.pauses(sweep) else ()
     parameters = tune.with_parameters(
-        run_trial, datasets=ship(datasets), data=data, on_corrupt_checkpoint=on_corrupt_checkpoint, pause_at=pause_at
+        run_trial,
+        datasets=ship(datasets),
+        source=source,
+        on_corrupt_checkpoint=on_corrupt_checkpoint,
+        pause_at=pause_at,
     )
     # Ray takes the name from the function (Experiment.get_trainable_name, ray/tune/experiment/experiment.py) and
     # resumes a sweep only under the name it was made with (TunerInternal._validate_trainable).

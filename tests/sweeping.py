@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from sweeps import asha
 
 # Two small synthetic trials of 2 epochs (lr 1e-3 and 1e-2 on 1,000 signals): a whole sweep in seconds.
 TWO_SMALL_TRIALS = ["--epochs", "2", "--no-early-stop", "--set", "n=1000", "--set", "hidden_size=10",
@@ -22,6 +24,13 @@ def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (as the system hands out: free when asked)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def start_driver(*args, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
@@ -60,13 +69,7 @@ def wait_for(condition, timeout: float, what: str, driver: subprocess.Popen | No
 def results_reported(trial_dir: Path) -> list[dict]:
     """Every result the trial reported to Ray, in order, repeats included (result.json, written as it runs)."""
     result = Path(trial_dir) / "result.json"
-    results = []
-    for line in result.read_text().splitlines() if result.exists() else []:
-        try:
-            results.append(json.loads(line))
-        except ValueError:  # the line being written when the driver was killed
-            pass
-    return results
+    return asha.parse_results(result.read_text() if result.exists() else "")
 
 
 def epochs_reported(trial_dir: Path) -> list[int]:

@@ -26,6 +26,7 @@ from tests.sweeping import (
     TWO_SMALL_TRIALS,
     check_tables,
     checkpoint_dirs,
+    free_port,
     results_reported,
     start_driver,
     sweeps_cli,
@@ -73,9 +74,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
             "two-nodes",
             *SMALL_GRID,
         ]
-        done = subprocess.run(
-            [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=300
-        )
+        done = sweeps_cli(*args)
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         cluster.shutdown()
@@ -111,18 +110,12 @@ def test_trials_on_a_node_without_bf16_fail_in_one_line_and_the_sweep_reports_it
     assert again.stderr.startswith("sweeps: error: every trial failed (2 of 2): " + reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def head_node():
     """`ray start --head` on loopback with token authentication, as cluster.yaml starts a cluster's head,
     with the project's `sweeps` on its PATH."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    dashboard = _free_port()
+    dashboard = free_port()
     with _head(env, ["--num-cpus=2", "--include-dashboard=true", f"--dashboard-port={dashboard}"]):
         yield env, f"http://127.0.0.1:{dashboard}"
 
@@ -137,15 +130,15 @@ def _head(env: dict, options: list, port: int | None = None):
         ray,
         "start",
         "--head",
-        f"--port={port or _free_port()}",
+        f"--port={port or free_port()}",
         "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp_dir}",
         # Ports of its own: another Ray on this machine (a user's sweep) holds the default ones, and a job agent that
         # cannot bind its port leaves `ray job submit` with "No available agent".
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
         *options,
     ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
@@ -248,9 +241,7 @@ def test_a_cluster_that_refuses_the_connection_is_named_as_the_cluster(monkeypat
 
 @pytest.mark.parametrize("scheme", ["", "ray://"])  # a head node's GCS, or Ray Client's server
 def test_an_address_where_no_cluster_answers_fails_in_seconds(tmp_path, scheme):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     started = time.monotonic()
     done = subprocess.run(
         [
@@ -328,7 +319,7 @@ def _raylet_of(node_id: str) -> psutil.Process | None:
 
 @pytest.mark.timeout(400)
 def test_the_autoscaler_starts_workers_as_trials_queue_and_a_worker_removed_mid_trial_costs_no_epoch(tmp_path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "autoscaling.json"
     config.write_text(json.dumps(_autoscaling_config(f"127.0.0.1:{port}")))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}

@@ -4,8 +4,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +17,7 @@ from sweeps.folder import claim
 from sweeps.runner import build_datasets, prepare
 from sweeps.sweep import Sweep, command_line, load_sweep
 from sweeps.tuner import param_space
+from tests.sweeping import sweeps_cli
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -220,13 +219,11 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
 
 
 def test_cli_as_a_user_runs_it():
-    done = subprocess.run(
-        [sys.executable, "-m", "sweeps", "run", "synthetic", "--bogus"], capture_output=True, text=True
-    )
+    done = sweeps_cli("run", "synthetic", "--bogus")
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
-    listing = subprocess.run(
-        [sys.executable, "-m", "sweeps", "list"], capture_output=True, text=True, check=True
-    ).stdout
+    listing = sweeps_cli("list")
+    assert listing.returncode == 0, listing.stderr
+    listing = listing.stdout
     for name in EXPERIMENTS:
         assert name in listing
 
@@ -252,12 +249,7 @@ def test_an_unknown_checkpoint_fallback_is_refused_before_ray_starts(tmp_path, c
 
 
 def test_more_gpus_per_trial_than_the_machine_has(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "sweeps", "run", "synthetic", "--gpus-per-trial", "64", "--storage", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = sweeps_cli("run", "synthetic", "--gpus-per-trial", "64", "--storage", tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert re.fullmatch(
         r"sweeps: error: each trial asks for 64 GPUs but this machine has \d+: "
@@ -360,10 +352,11 @@ def test_bad_options_and_environment_stop_in_seconds_before_anything_is_written(
 
 def test_a_stale_environment_stops_the_real_command_in_one_line(tmp_path):
     """The same checks as a user meets them: the installed command, its own process and environment."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sweeps", "run", "synthetic", "--storage", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
+    done = sweeps_cli(
+        "run",
+        "synthetic",
+        "--storage",
+        tmp_path / "results",
         timeout=60,
         env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
     )

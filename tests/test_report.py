@@ -9,7 +9,7 @@ from lstm_ae.model import LSTMAutoencoder
 from sweeps import checkpoints, figures
 from sweeps.collect import ranked
 from sweeps.report import _edge_warnings, _header, _trials_table, best_checkpoint
-from sweeps.study_figures import Context, trial_label
+from sweeps.report_figures import Context, trial_label
 from sweeps.sweep import Sweep
 
 

@@ -43,7 +43,7 @@ def test_a_synthetic_showcase_evaluates_to_its_reports_test_figure(folder):
 
 
 def test_the_synthetic_showcase_is_the_studys_whole_grid_at_its_budget_under_its_target():
-    """Issue 12: all 24 configurations of the study at 1000 epochs, the best checkpoint under the study's 0.01."""
+    """All 24 configurations of the study at 1000 epochs, the best checkpoint under the study's 0.01."""
     trials = pd.read_parquet(SHOWCASE / "synthetic" / "trials.parquet")
     grid = EXPERIMENTS["synthetic"].grid
     configs = {tuple(row) for row in trials[[f"config/{name}" for name in grid]].itertuples(index=False)}

@@ -11,7 +11,7 @@ import time
 import pyarrow.fs
 import pytest
 
-from tests.sweeping import TWO_SMALL_TRIALS, sweeps_cli
+from tests.sweeping import TWO_SMALL_TRIALS, free_port, sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
@@ -21,9 +21,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AW
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's S3 server on a free loopback port, with a bucket; its address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import warnings
@@ -24,7 +23,7 @@ from sweeps.experiments import EXPERIMENTS
 from sweeps.report import write_report
 from sweeps.sweep import Sweep, command_line
 from sweeps.trial import ship, unship
-from tests.sweeping import TWO_SMALL_TRIALS, check_tables, checkpoint_dirs, sweeps_cli
+from tests.sweeping import TWO_SMALL_TRIALS, check_tables, checkpoint_dirs, free_port, sweeps_cli
 
 pytestmark = pytest.mark.ray  # starts Ray: not in `make test-fast`
 
@@ -306,9 +305,7 @@ def test_wandb_without_a_login_is_refused_before_ray_starts(tmp_path):
 def test_mlflow_for_remote_storage_needs_a_server_that_answers(tmp_path, server):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     if server:
-        with socket.socket() as s:  # a port nobody listens on
-            s.bind(("127.0.0.1", 0))
-            env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.getsockname()[1]}"
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     done = sweeps_cli(
         "run", "synthetic", "--storage", "s3://bucket/sweeps", "--logger", "mlflow", env=env, cwd=tmp_path
     )
