@@ -76,7 +76,8 @@ def check_own_files(folder: str) -> None:
 
 def best_weights(state: dict | None, history: list[dict], metric: str) -> dict | None:
     """The best epoch's weights a restored `state` carries; for a checkpoint written before they were kept
-    (version 0.3), its own weights, which later epochs must then beat. None: no state (a fresh start)."""
+    (version 0.3: docs/files.md, what earlier versions wrote), its own weights, which later epochs must then beat.
+    None: no state (a fresh start)."""
     if state is None:
         return None
     if state.get(BEST):

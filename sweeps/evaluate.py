@@ -55,7 +55,8 @@ def load(path: str | Path) -> Trained:
     try:
         checkpoints.check_own_files(storage.parent_and_name(model_file)[0])
         state = checkpoints.load_state(model_file)
-        # The trial's best epoch up to this checkpoint, where the checkpoint keeps it (from version 0.4 on).
+        # The trial's best epoch up to this checkpoint, where the checkpoint keeps it: from version 0.4 on; most of
+        # results/showcase/ was trained before (docs/files.md, what earlier versions wrote).
         weights = state.get(checkpoints.BEST) or state
         model = LSTMAutoencoder.from_config(state["model_config"])
         model.load_state_dict(weights["model"])

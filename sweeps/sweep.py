@@ -281,7 +281,7 @@ def load_sweep(sweep_dir: str) -> Sweep:
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE}): pass the folder `sweeps run` printed")
     try:
         # A sweep recorded before --scheduler existed ran Ray's ASHA, one recorded before --reduction-factor a quarter
-        # per rung: it resumes with them.
+        # per rung: it resumes with them (docs/files.md, what earlier versions wrote).
         sweep = Sweep(**{"scheduler": "asha", "reduction_factor": 4, **storage.read_json(record)["sweep"]})
     except (ValueError, TypeError, KeyError) as error:  # not JSON, not an object, fields of another version
         raise SweepError(
