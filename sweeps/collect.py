@@ -17,7 +17,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-from ray.tune import ExperimentAnalysis
 
 from lstm_ae.train import direction
 from sweeps import checkpoints, storage
@@ -69,6 +68,8 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissin
 
 
 def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from ray.tune import ExperimentAnalysis  # (here: the report and status read the tables without Ray)
+
     analysis = ExperimentAnalysis(sweep_dir)
     rows, metrics = [], []
     for trial in analysis.trials:

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, schedulers, status, storage
+from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, status, storage
 from sweeps.collect import plain
 from sweeps.errors import first_line
 from sweeps.experiments import best_column, best_first, score
@@ -180,6 +180,8 @@ def _early_stopping(sweep: Sweep, trials: pd.DataFrame) -> str:
     stopped = trials[trials.stopped_early]
     left = stopped["config/epochs"] - stopped.epochs
     seconds = (left * stopped.wall_time_s / stopped.epochs.clip(lower=1)).sum()  # at each trial's own pace
+    from sweeps import schedulers  # (Ray's, imported when a report is written: the command line reads this module)
+
     rungs = ", ".join(map(str, schedulers.rungs_before_budget(sweep)))
     return (
         f"Early stopping: {SCHEDULERS[sweep.scheduler]} (`--scheduler {sweep.scheduler}`), rungs at epochs {rungs}, "

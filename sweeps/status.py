@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from sweeps import collect, lock, schedulers, storage
+from sweeps import collect, lock, storage
 from sweeps.sweep import SWEEP_FILE, Sweep, load_sweep
 
 
@@ -79,6 +79,8 @@ def read(sweep_dir: str) -> Status:
         sweep_dir, sweep.experiment, sweep.preset, sweep.search, entry.metric, sweep.planned_trials(), counts(trials)
     )
     if sweep.early_stop:
+        from sweeps import schedulers  # (Ray's, imported when asked: the command line reads this module)
+
         state.scheduler, state.rungs = sweep.scheduler, schedulers.rungs_before_budget(sweep)
     if held := lock.holder(sweep_dir):
         state.driver = lock.describe(held)
@@ -130,6 +132,8 @@ def _time_left(metrics: pd.DataFrame, state: Status, sweep: Sweep) -> tuple[floa
     most = sum(r["budget"] - r["epoch"] for r in state.running) + not_started * sweep.budget
     if not sweep.early_stop:
         return seconds * most, seconds * most
+    from sweeps import schedulers
+
     rungs = schedulers.rungs(sweep)
     to_next_rung = [min([m for m in rungs if m > r["epoch"]] or [r["budget"]]) - r["epoch"] for r in state.running]
     return seconds * (sum(to_next_rung) + not_started * rungs[0]), seconds * most

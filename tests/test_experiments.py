@@ -4,6 +4,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -216,6 +218,18 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_command_line_lists_and_parses_without_importing_ray():
+    """Ray takes seconds to import: `sweeps list`, `--help` and a refused command answer without it."""
+    code = (
+        "import sys; from sweeps.__main__ import main, parser; main(['list']); "
+        "[parser().parse_args([c, 'x']) for c in ('report', 'status', 'evaluate', 'resume')]; "
+        "print('ray' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "False False"
 
 
 def test_cli_as_a_user_runs_it():
