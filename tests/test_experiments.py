@@ -65,6 +65,20 @@ def test_the_reports_optuna_distributions_are_those_rays_search_makes(name):
     assert {k: r.to_optuna() for k, r in ranges.items()} == by_ray
 
 
+def test_one_rule_says_which_value_is_better():
+    import pandas as pd
+
+    from sweeps.experiments import best_first, score
+
+    assert score(0.1, "min") > score(0.2, "min") and score(0.9, "max") > score(0.8, "max")
+    assert score(math.nan, "max") == score(math.inf, "min") == -math.inf  # a diverged epoch never wins
+    frame = pd.DataFrame({"v": [0.2, math.nan, 0.1]})
+    assert best_first(frame, "v", "min").v.tolist()[:2] == [0.1, 0.2]
+    assert best_first(frame, "v", "max").v.tolist()[:2] == [0.2, 0.1] and math.isnan(
+        best_first(frame, "v", "max").v.iloc[-1]
+    )
+
+
 def test_the_running_best_ignores_diverged_epochs():
     nan = float("nan")
     by_loss, by_accuracy = EXPERIMENTS["synthetic"], EXPERIMENTS["mnist-rows-classify"]
@@ -402,6 +416,29 @@ def test_checkpoint_every_overrides_the_presets_and_is_in_the_command():
     assert Sweep("synthetic").checkpoint_interval == EXPERIMENTS["synthetic"].presets["quick"].checkpoint_every
     pinned = Sweep("synthetic", checkpoint_every=7)
     assert pinned.checkpoint_interval == 7 and "--checkpoint-every 7" in command_line(pinned)
+
+
+def test_set_sweeps_the_checkpoint_frequency_per_trial_in_the_grids_order():
+    sweep = Sweep("synthetic", order="grid", overrides={"checkpoint_every": [4, 1, 4], "lr": [1e-2]})
+    sweep.validate()
+    assert param_space(sweep)["checkpoint_every"] == tune.grid_search([4, 1, 4])
+    assert [point["checkpoint_every"] for point in sweep.trial_order()[:3]] == [4, 1, 4]
+    assert "--set checkpoint_every=4,1,4" in command_line(sweep)
+    assert param_space(Sweep("synthetic", overrides={"checkpoint_every": [3]}))["checkpoint_every"] == 3
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"checkpoint_every": 5, "overrides": {"checkpoint_every": [2]}}, "say the same: give one"),
+        ({"overrides": {"checkpoint_every": [0, 2]}}, "whole numbers of epochs from 1"),
+        ({"overrides": {"checkpoint_every": [1.5]}}, "whole numbers of epochs from 1"),
+        ({"search": "optuna", "overrides": {"checkpoint_every": [1, 2]}}, "use --search grid"),
+    ],
+)
+def test_impossible_checkpoint_frequencies_are_refused(options, message):
+    with pytest.raises(SweepError, match=message):
+        Sweep("synthetic", **options).validate()
 
 
 def test_the_scheduler_is_recorded_and_a_sweep_recorded_before_it_existed_keeps_rays_asha(tmp_path, capsys):
