@@ -370,6 +370,30 @@ def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
     assert (trials.status == "TERMINATED").all()
 
 
+def test_a_sweep_made_when_the_tuner_lived_in_sweeps_run_reports_and_resumes(tmp_path):
+    """Before version 0.5 the Tuner's module was sweeps.run, and Ray pickled its trials' folder namer under that name
+    into its state: the report and a resume read it back."""
+    sweep_dir = tmp_path / "before-0.5"
+    as_before = (
+        "import sys, sweeps.tuner; sys.modules['sweeps.run'] = sweeps.tuner; "
+        "sweeps.tuner.trial_folder.__module__ = 'sweeps.run'; from sweeps.__main__ import main; sys.exit(main())"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert b"sweeps.run" in (sweep_dir / "tuner.pkl").read_bytes()
+    reported = sweeps_cli("report", sweep_dir)
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all()
+
+
 def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(tmp_path):
     made = sweeps_cli(*run_args(tmp_path / "whole", 1))
     assert made.returncode == 0, made.stderr[-3000:]
