@@ -13,7 +13,6 @@ the trial back, so the rungs hold what they held.
 from __future__ import annotations
 
 import json
-import math
 
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler
@@ -75,11 +74,7 @@ def _checkpointed(trial) -> list[dict]:
     except checkpoints.CheckpointError:
         return []  # the trial's own output names it when it goes on
     experiment = EXPERIMENTS[trial.config["experiment"]]
-    best, results = math.nan, []
-    for row in history:
-        best = experiment.better(best, row[experiment.metric])
-        results.append({**row, experiment.running_best: best})
-    return results
+    return [{**row, experiment.running_best: best} for row, best in zip(history, experiment.running_bests(history))]
 
 
 def rank_value(scheduler, result: dict) -> float:

@@ -5,6 +5,7 @@ which metric to optimise, and two presets: `quick` (small data, few epochs: the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,11 @@ class Experiment:
     def better(self, a: float, b: float) -> float:
         """The better of two values of `metric`; a NaN (a diverged epoch) never wins."""
         return a if score(a, self.mode) >= score(b, self.mode) else b
+
+    def running_bests(self, epochs: list[dict]) -> list[float]:
+        """The best value of `metric` up to each of `epochs` (their metrics, oldest first): what a trial reports as
+        `running_best`, and what a resumed scheduler replays."""
+        return list(itertools.accumulate((e[self.metric] for e in epochs), self.better, initial=math.nan))[1:]
 
     def grid_for(self, preset: str) -> dict:
         return {**self.grid, **self.presets[preset].grid}

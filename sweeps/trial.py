@@ -10,7 +10,6 @@ after), and the model a sweep found is the one of its best epoch.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import socket
@@ -101,9 +100,7 @@ def run_trial(
         ) from None
     node_id = ray.get_runtime_context().get_node_id()
     experiment = EXPERIMENTS[config["experiment"]]
-    best = functools.reduce(
-        experiment.better, (m[experiment.metric] for m in history), math.nan
-    )  # epochs before a restart
+    best = ([math.nan] + experiment.running_bests(history))[-1]  # epochs before a restart
     kept = checkpoints.best_weights(start, history, experiment.metric)
     for metrics in training:
         history.append(metrics)

@@ -85,6 +85,8 @@ def test_the_running_best_ignores_diverged_epochs():
     assert by_loss.better(0.2, 0.1) == 0.1 and by_accuracy.better(0.2, 0.1) == 0.2
     assert by_loss.better(0.2, nan) == 0.2 and by_loss.better(nan, 0.3) == 0.3
     assert by_loss.running_best == "best_val_mse" and by_accuracy.running_best == "best_val_accuracy"
+    epochs = [{"val_mse": v} for v in (0.3, nan, 0.4, 0.1)]
+    assert by_loss.running_bests(epochs) == [0.3, 0.3, 0.3, 0.1] and by_loss.running_bests([]) == []
 
 
 def test_set_pins_or_sweeps_a_hyperparameter():
