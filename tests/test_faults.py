@@ -350,18 +350,20 @@ def test_writes_to_a_full_disk_keep_the_previous_file(tiny_disk):
     assert [p.name for p in tiny_disk.iterdir()] == ["trials.parquet"]
 
 
+def _made_as_before(sweep_dir: Path, before: str) -> None:
+    """A one-epoch sweep made by a driver in which `before` (Python) first set things as an older version had them."""
+    code = f"import sys, sweeps.tuner; {before}; from sweeps.__main__ import main; sys.exit(main())"
+    made = subprocess.run(
+        [sys.executable, "-c", code, *map(str, run_args(sweep_dir, 1))], capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+
+
 def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
     """Before version 0.2 Ray knew the trials as `train` (folders train_*), and Ray resumes a sweep only under the
     name it was made with."""
     sweep_dir = tmp_path / "legacy"
-    as_before = "import sys, sweeps.tuner; sweeps.tuner.TRIAL_NAME = 'train'; from sweeps.__main__ import main; sys.exit(main())"
-    made = subprocess.run(
-        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stderr[-3000:]
+    _made_as_before(sweep_dir, "sweeps.tuner.TRIAL_NAME = 'train'")
     assert [d.name[:6] for d in sweep_dir.iterdir() if d.is_dir()] == ["train_", "train_"]
 
     done = sweeps_cli("resume", sweep_dir, "--no-report")
@@ -374,17 +376,9 @@ def test_a_sweep_made_when_the_tuner_lived_in_sweeps_run_reports_and_resumes(tmp
     """Before version 0.5 the Tuner's module was sweeps.run, and Ray pickled its trials' folder namer under that name
     into its state: the report and a resume read it back."""
     sweep_dir = tmp_path / "before-0.5"
-    as_before = (
-        "import sys, sweeps.tuner; sys.modules['sweeps.run'] = sweeps.tuner; "
-        "sweeps.tuner.trial_folder.__module__ = 'sweeps.run'; from sweeps.__main__ import main; sys.exit(main())"
+    _made_as_before(
+        sweep_dir, "sys.modules['sweeps.run'] = sweeps.tuner; sweeps.tuner.trial_folder.__module__ = 'sweeps.run'"
     )
-    made = subprocess.run(
-        [sys.executable, "-c", as_before, *map(str, run_args(sweep_dir, 1))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stderr[-3000:]
     assert b"sweeps.run" in (sweep_dir / "tuner.pkl").read_bytes()
     reported = sweeps_cli("report", sweep_dir)
     assert reported.returncode == 0, reported.stderr[-3000:]
