@@ -254,9 +254,16 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sweeps", description="LSTM autoencoder sweeps on Ray Tune.")
     top.add_argument("--version", action="version", version=f"sweeps {_version()}")
     commands = top.add_subparsers(required=True, metavar="COMMAND")
-    for add in (_list_parser, _run_parser, _resume_parser, _report_parser, _evaluate_parser, _status_parser):
+    for add in (
+        _list_parser,
+        _run_parser,
+        _resume_parser,
+        _report_parser,
+        _evaluate_parser,
+        _status_parser,
+        _bench_parser,
+    ):
         add(commands)
-    _bench_parser(commands)
     return top
 
 
@@ -325,7 +332,9 @@ def _run_parser(commands) -> None:
     runner.add_argument(
         "--name", help="the sweep's folder name under --storage (default: experiment-preset-search-time)"
     )
-    _address_option(runner, "join a running Ray cluster (`auto`, or host:port); default: start a local one")
+    runner.add_argument(
+        "--address", help="join a running Ray cluster (`auto`, or host:port); default: start a local one"
+    )
     runner.add_argument("--data", help="MNIST root folder, or the S&P 500 CSV (plain or gzipped)")
     runner.add_argument("--seed", type=int, default=default["seed"], help="data split, initial weights and batch order")
     runner.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
@@ -370,7 +379,7 @@ def _resume_parser(commands) -> None:
 
     resumer = _command(commands, "resume", resume_command, "continue an interrupted sweep")
     resumer.add_argument("path", help="the sweep's folder")
-    _address_option(resumer, "join a running Ray cluster instead of starting a local one")
+    resumer.add_argument("--address", help="join a running Ray cluster instead of starting a local one")
     resumer.add_argument(
         "--corrupt-checkpoint",
         default=FALLBACKS[0],
@@ -460,10 +469,6 @@ def _bench_parser(commands) -> None:
         help=f"run only this measure (repeatable): {', '.join(slug(m.name) for m in MEASURES)} "
         "(default: all for the device)",
     )
-
-
-def _address_option(command: argparse.ArgumentParser, help: str) -> None:
-    command.add_argument("--address", help=help)
 
 
 def _no_report_option(command: argparse.ArgumentParser) -> None:

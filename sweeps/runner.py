@@ -39,9 +39,8 @@ def resume(
     the sweep's data is now, if it moved."""
     check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
-    load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
+    sweep = load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
     with lock.hold(sweep_dir):  # one driver at a time: refused before Ray starts where another holds it
-        sweep = load_sweep(sweep_dir)
         if data:
             sweep.data = storage.absolute(data)
         _check(sweep, sweep_dir, address)
