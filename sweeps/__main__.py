@@ -21,17 +21,27 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.cluster import keep_ray_local  # (imports no Ray: --help and `list` answer without it)
 
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
-    from sweeps.errors import SweepError, SweepInterrupted, TrialsFailed
+    from sweeps.errors import Interrupted, SweepError, SweepInterrupted, TrialsFailed
     from sweeps.evaluate import EvaluationError
-    from sweeps.signals import exit_status
+    from sweeps.signals import exit_status, interrupting, received
     from sweeps.storage import StorageError
 
     try:
-        return args.command(args) or 0
-    except SweepInterrupted as stop:
-        _summary(stop.sweep_dir)
+        with interrupting():
+            return args.command(args) or 0
+    except Interrupted as stop:
+        if isinstance(stop, SweepInterrupted):
+            _summary(stop.sweep_dir)
         print(f"sweeps: {stop}", file=sys.stderr)
         return exit_status(stop.signal or signal.SIGINT)
+    except KeyboardInterrupt as stop:  # a signal outside a sweep's run: files are written whole or not at all
+        signum = received(stop)
+        print(
+            f"sweeps: interrupted ({signal.Signals(signum).name}): the files written so far are whole; "
+            "run the command again to finish",
+            file=sys.stderr,
+        )
+        return exit_status(signum)
     except (SweepError, EvaluationError, StorageError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -126,12 +136,22 @@ def report_command(args) -> None:
 
 
 def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
+    from sweeps.errors import Interrupted
+    from sweeps.signals import received
+
     _summary(sweep_dir)
     written = None
     if not no_report:
         from sweeps.report import write_report
 
-        written = write_report(sweep_dir, data=data)
+        try:
+            written = write_report(sweep_dir, data=data)
+        except KeyboardInterrupt as stop:
+            raise Interrupted(
+                f"interrupted while writing the report: the sweep is complete and saved; "
+                f"write its report with sweeps report {sweep_dir}",
+                received(stop),
+            ) from None
         print(f"report: {written}")
     _fail_if_every_trial_failed(sweep_dir, written)
 

@@ -9,6 +9,7 @@ import os
 import socket
 import urllib.parse
 
+from sweeps import signals
 from sweeps.errors import SweepError, first_line
 from sweeps.sweep import Sweep
 
@@ -137,7 +138,8 @@ def ray_session(address: str | None = None):
     after `sweeps: interrupted: continue with ...`, which must be the last thing a user reads."""
     import ray
 
-    start_ray(address)
+    with signals.handlers_kept():
+        start_ray(address)
     try:
         yield
     finally:

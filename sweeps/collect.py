@@ -67,9 +67,18 @@ class _DropMissingResults(logging.Filter):
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResults())
 
 
+def has_ray_state(sweep_dir: str) -> bool:
+    """Whether Ray Tune has written its record of the sweep's trials: not where the sweep was stopped before Tune's
+    loop began (its Tuner may be saved, `tuner.pkl`, with no record beside it)."""
+    return any(name.startswith("experiment_state-") and name.endswith(".json") for name in storage.names(sweep_dir))
+
+
 def collect(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every trial's row and every epoch's, from Ray Tune's record of the sweep (none where it has none yet)."""
     from ray.tune import ExperimentAnalysis  # (here: the report and status read the tables without Ray)
 
+    if not has_ray_state(sweep_dir):
+        return pd.DataFrame(), pd.DataFrame()
     analysis = ExperimentAnalysis(sweep_dir)
     rows, metrics = [], []
     for trial in analysis.trials:
@@ -163,6 +172,10 @@ def _error(trial, path: str) -> str | None:
 
 def write_tables(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials, metrics = collect(sweep_dir)
-    storage.write_parquet(storage.join(sweep_dir, TRIALS_FILE), trials)
-    storage.write_parquet(storage.join(sweep_dir, METRICS_FILE), metrics)
+    save_tables(sweep_dir, trials, metrics)
     return trials, metrics
+
+
+def save_tables(folder: str, trials: pd.DataFrame, metrics: pd.DataFrame) -> None:
+    storage.write_parquet(storage.join(folder, TRIALS_FILE), trials)
+    storage.write_parquet(storage.join(folder, METRICS_FILE), metrics)

@@ -13,14 +13,21 @@ class SweepError(Exception):
     """Bad input for a sweep: the message is one line that names the problem and the fix."""
 
 
-class SweepInterrupted(Exception):
-    """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP) with trials unfinished; its state and tables are saved:
-    resume it. `signal`: the signal that stopped it (None: SIGINT)."""
+class Interrupted(Exception):
+    """A command stopped by a signal (Ctrl-C, SIGTERM, SIGHUP): the message says what is saved and how to go on.
+    `signal`: the signal that stopped it (None: SIGINT)."""
+
+    def __init__(self, message: str, signal: int | None = None):
+        super().__init__(message)
+        self.signal = signal
+
+
+class SweepInterrupted(Interrupted):
+    """The sweep was stopped with trials unfinished; its state and tables are saved: resume it."""
 
     def __init__(self, sweep_dir: str, signal: int | None = None):
-        super().__init__(f"interrupted: continue with sweeps resume {sweep_dir}")
+        super().__init__(f"interrupted: continue with sweeps resume {sweep_dir}", signal)
         self.sweep_dir = sweep_dir
-        self.signal = signal
 
 
 class TrialsFailed(Exception):

@@ -3,7 +3,7 @@ the claim that makes it the sweep's; for a resume, that Ray Tune's state there c
 
     sweep_dir = folder.place(sweep, "results", "demo")   # SweepError where the name or the place will not do
     folder.claim(sweep, sweep_dir)                        # sweep.json, created exclusively
-    analysis = folder.ray_state(sweep_dir, sweep)         # Ray's record of the trials, or a SweepError
+    analysis = folder.ray_state(sweep_dir)                # Ray's record of the trials (None: none yet)
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ray import tune
 
-from sweeps import storage
+from sweeps import collect, storage
 from sweeps.errors import SweepError
-from sweeps.sweep import NAME_LENGTH, NAME_PATTERN, SWEEP_FILE, Sweep, command_line, record
+from sweeps.sweep import NAME_LENGTH, NAME_PATTERN, SWEEP_FILE, Sweep, record
 
 
 def place(sweep: Sweep, storage_path: str, name: str | None) -> str:
@@ -70,16 +70,17 @@ def claim(sweep: Sweep, sweep_dir: str) -> None:
         raise SweepError(f"sweep folder {sweep_dir} was just claimed by another run: choose another --name") from None
 
 
-def ray_state(sweep_dir: str, sweep: Sweep) -> tune.ExperimentAnalysis:
+def ray_state(sweep_dir: str) -> tune.ExperimentAnalysis | None:
     """Ray Tune's record of the sweep's trials, read as the resume will read it (once: slow on a big sweep in S3);
-    a SweepError where there is none or it is damaged, an OSError or StorageError where the storage itself fails."""
+    None where there is none (the sweep was stopped before its first trial), a SweepError where it is damaged, an
+    OSError or StorageError where the storage itself fails."""
+    if not collect.has_ray_state(sweep_dir):
+        return None
     try:
-        restorable = tune.Tuner.can_restore(sweep_dir)  # only looks for the state file: it may still be damaged
-        if restorable:
-            analysis = tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
-            # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
-            for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
-                pass
+        analysis = tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
+        # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
+        for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
+            pass
     except (OSError, storage.StorageError):  # the storage itself: said as such by the command line, not as damage
         raise
     except Exception as error:  # Ray's own state file, damaged
@@ -87,9 +88,4 @@ def ray_state(sweep_dir: str, sweep: Sweep) -> tune.ExperimentAnalysis:
             f"{sweep_dir}: Ray Tune's state cannot be read ({type(error).__name__}); the tables and checkpoints "
             "there are intact: report it with `sweeps report`, or run it again under another --name"
         ) from None
-    if not restorable:
-        raise SweepError(
-            f"{sweep_dir} has no Ray Tune state to resume from (it was stopped before its first trial): "
-            f"remove the folder and run `{command_line(sweep)}` again"
-        )
     return analysis

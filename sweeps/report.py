@@ -20,7 +20,7 @@ import pandas as pd
 
 from sweeps import checkpoints, collect, evaluate, figures, hyperparameters, lock, status, storage
 from sweeps.collect import plain
-from sweeps.errors import first_line
+from sweeps.errors import SweepError, first_line
 from sweeps.experiments import best_column, best_first, score
 from sweeps.report_figures import EXPERIMENT_FIGURES, FIGURES, Context, trial_label
 from sweeps.sweep import SCHEDULERS, Sweep, command_line, load_sweep, relative
@@ -77,13 +77,16 @@ def write_report(
     if data:
         sweep.data = storage.absolute(data)
     entry = sweep.entry
+    trials, metrics = collect.collect(sweep_dir)
+    if trials.empty:
+        raise SweepError(
+            f"{sweep_dir}: no trial has started yet, nothing to report: run it with sweeps resume {sweep_dir}"
+        )
     # Published elsewhere, the sweep is only read (it may be a read-only copy); else its tables are refreshed.
-    trials, metrics = collect.collect(sweep_dir) if out else collect.write_tables(sweep_dir)
     target = storage.absolute(out) if out else sweep_dir
     if out:
         storage.require_writable(target, "--out")
-        for table, frame in ((collect.TRIALS_FILE, trials), (collect.METRICS_FILE, metrics)):
-            storage.write_parquet(storage.join(target, table), frame)  # the tables just written, from memory
+    collect.save_tables(target, trials, metrics)
     folder = storage.join(target, FIGURES)
     storage.make_dirs(folder)
     choices = collect.ranked(trials, entry.metric, entry.mode)

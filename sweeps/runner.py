@@ -17,26 +17,26 @@ import itertools
 import ray
 
 from lstm_ae.data import DataError
-from sweeps import cluster, folder, lock, loggers, storage, tuner
-from sweeps.errors import SweepError
+from sweeps import cluster, folder, lock, loggers, signals, storage, tuner
+from sweeps.errors import SweepError, SweepInterrupted
 from sweeps.experiments import SOURCES
-from sweeps.sweep import STORAGE, Sweep, check_fallback, load_sweep
+from sweeps.sweep import FALLBACKS, STORAGE, Sweep, check_fallback, load_sweep
 
 
 def start(sweep: Sweep, storage_path: str = STORAGE, name: str | None = None, address: str | None = None) -> str:
     """Run a new sweep to its end and write its tables; returns the sweep's folder."""
     sweep_dir, datasets = prepare(sweep, storage_path, name, address)
     folder.claim(sweep, sweep_dir)
-    with lock.hold(sweep_dir), _ray(address):
+    with lock.hold(sweep_dir), _stopped_as_sweep(sweep_dir), _ray(address):
         return tuner.fit(tuner.new(sweep, datasets, sweep_dir), sweep_dir)
 
 
 def resume(
-    sweep_dir: str, on_corrupt_checkpoint: str = "previous", data: str | None = None, address: str | None = None
+    sweep_dir: str, on_corrupt_checkpoint: str = FALLBACKS[0], data: str | None = None, address: str | None = None
 ) -> str:
     """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
     (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`); `data`: where
-    the sweep's data is now, if it moved."""
+    the sweep's data is now, if it moved. A sweep stopped before Ray Tune saved anything starts as `sweep.json` says."""
     check_fallback(on_corrupt_checkpoint)
     sweep_dir = storage.absolute(sweep_dir)
     sweep = load_sweep(sweep_dir)  # a folder that is not a sweep is named as such, before any lock is taken in it
@@ -44,9 +44,11 @@ def resume(
         if data:
             sweep.data = storage.absolute(data)
         _check(sweep, sweep_dir, address)
-        analysis = folder.ray_state(sweep_dir, sweep)
+        analysis = folder.ray_state(sweep_dir)
         datasets = build_datasets(sweep)
-        with _ray(address):
+        with _stopped_as_sweep(sweep_dir), _ray(address):
+            if analysis is None:
+                return tuner.fit(tuner.new(sweep, datasets, sweep_dir), sweep_dir)
             return tuner.fit(tuner.restored(sweep_dir, sweep, datasets, analysis, on_corrupt_checkpoint), sweep_dir)
 
 
@@ -83,6 +85,16 @@ def build_datasets(sweep: Sweep) -> dict:
         return {key: entry.load(path, sweep.seed, sweep.preset, **dict(zip(entry.data_params, key))) for key in combos}
     except (DataError, ValueError, TypeError) as error:  # a loader's own checks, or a data option of the wrong type
         raise SweepError(str(error)) from None
+
+
+@contextlib.contextmanager
+def _stopped_as_sweep(sweep_dir: str):
+    """A signal before Tune's loop (Ray starting, the Tuner being built) stops the sweep as one in its loop does:
+    `sweeps resume` goes on from what was saved, or starts it where nothing was."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        raise SweepInterrupted(sweep_dir, signals.received(stop)) from None
 
 
 @contextlib.contextmanager

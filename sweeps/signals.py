@@ -32,6 +32,59 @@ def exit_status(signum: int) -> int:
     return 128 + signum
 
 
+class Interrupt(KeyboardInterrupt):
+    """A stop signal outside Tune's loop, raised where the command was, as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
+
+
+def received(interrupt: KeyboardInterrupt) -> int:
+    """The signal behind a KeyboardInterrupt: Ctrl-C's unless it is an Interrupt."""
+    return getattr(interrupt, "signal", signal.SIGINT)
+
+
+@contextlib.contextmanager
+def interrupting():
+    """Around a whole command: SIGTERM and SIGHUP interrupt it as Ctrl-C does, so that it ends in its one line and
+    status (a sweep's run takes them over with `stop_signals`); the handlers before it come back after it. A signal
+    ignored on purpose (`nohup`) stays ignored, and a process forked meanwhile (a multiprocessing pool's worker, which
+    its pool ends with SIGTERM) ends on it as it would have."""
+    owner = os.getpid()
+
+    def interrupt(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Interrupt(signum)
+
+    with handlers_kept():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, interrupt)
+        yield
+
+
+@contextlib.contextmanager
+def handlers_kept():
+    """Around `ray.init`: it sets a SIGTERM handler that ends the driver with status 15 and no word; the command's
+    own (`interrupting`) comes back after it, and a SIGTERM in between is told as one."""
+    kept = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except SystemExit as exit:  # SIGTERM while Ray starts: its handler's sys.exit(15), told as the signal it was
+        if exit.code == signal.SIGTERM:
+            raise Interrupt(signal.SIGTERM) from None
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in kept.items():
+                if handler is not None:  # None: a handler set outside Python, which Python cannot put back
+                    signal.signal(signum, handler)
+
+
 @dataclass
 class Stop:
     signal: int | None = None  # the first stop signal received
@@ -53,7 +106,7 @@ def stop_signals(stop: Stop):
         stop.signal = signum
         tunes = signal.getsignal(signal.SIGUSR1)
         if not callable(tunes):  # Tune's loop has not started: nothing of it to save yet
-            raise KeyboardInterrupt
+            raise Interrupt(signum)
         tunes(signal.SIGUSR1, frame)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers (as Tune)

@@ -27,6 +27,7 @@ from lstm_ae.precision import PrecisionUnavailable
 from lstm_ae.train import Fit, fit
 from sweeps import checkpoints, hyperparameters
 from sweeps.experiments import EXPERIMENTS
+from sweeps.sweep import FALLBACKS
 
 TRIAL_NAME = "trial"  # Ray's name for the trainable: trials are trial_<id>, in folders trial_<id>_<values>
 
@@ -80,7 +81,7 @@ def start_fit(config: dict, splits: Splits, start: dict | None = None, device=No
 
 
 def run_trial(
-    config: dict, datasets: dict, source: dict, on_corrupt_checkpoint: str = "previous", pause_at: tuple = ()
+    config: dict, datasets: dict, source: dict, on_corrupt_checkpoint: str = FALLBACKS[0], pause_at: tuple = ()
 ) -> None:
     """One trial, from its last checkpoint to its budget. `datasets`: what `ship` made of the driver's data;
     `source`: how the driver built it (experiment, preset, seed, path), which every checkpoint records with the trial's

@@ -18,7 +18,7 @@ from ray.tune.search.variant_generator import format_vars
 
 from sweeps import checkpoints, collect, loggers, schedulers, signals, storage
 from sweeps.errors import SweepInterrupted
-from sweeps.sweep import Sweep
+from sweeps.sweep import FALLBACKS, Sweep
 from sweeps.trial import TRIAL_NAME, run_trial, ship
 
 OPTUNA_FILE = "optuna.journal"  # Optuna sweeps: the study, for optuna-dashboard and optuna.load_study
@@ -39,7 +39,7 @@ def param_space(sweep: Sweep) -> dict:
     return {**space, **{k: tune.grid_search(list(v)) for k, v in sweep.swept().items()}}
 
 
-def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = "previous", name: str | None = None):
+def trainable(sweep: Sweep, datasets: dict, on_corrupt_checkpoint: str = FALLBACKS[0], name: str | None = None):
     """`name`: Ray's name for it (TRIAL_NAME unless given), which names the trials (<name>_<id>) and their folders
     (<name>_<id>_<values>)."""
     # with_parameters puts the data in the object store once; every trial on a node reads the same copy.

@@ -475,6 +475,31 @@ def test_ctrl_c_stops_the_sweep_a_second_signal_waits_and_a_second_driver_is_ref
     assert (trials.status == "TERMINATED").all() and (trials.epochs == 100).all()
 
 
+def test_a_signal_while_ray_starts_stops_the_sweep_and_resume_runs_it(tmp_path):
+    """SIGTERM after the sweep's folder is claimed, while Ray starts (its own handler would end the driver with
+    status 15 and no word): the last line and status of any stopped sweep, and `sweeps resume` runs the sweep that
+    sweep.json describes, though Ray Tune had saved nothing yet."""
+    sweep_dir = tmp_path / "early"
+    log = tmp_path / "driver.log"
+    driver = start_driver(*run_args(sweep_dir, 3, "--no-report"), log=log)
+    wait_for(lambda: (sweep_dir / "sweep.json").exists(), 120, "the folder to be claimed", driver)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.strip().splitlines()[-1] == f"sweeps: interrupted: continue with sweeps resume {sweep_dir}"
+    assert "Traceback" not in text and not list(sweep_dir.glob("experiment_state-*.json")), text[-3000:]
+    assert "0 of 2 trials" in sweeps_cli("status", sweep_dir).stdout
+    report = sweeps_cli("report", sweep_dir)
+    assert report.returncode == 2 and report.stderr == (
+        f"sweeps: error: {sweep_dir}: no trial has started yet, nothing to report: run it with sweeps resume {sweep_dir}\n"
+    )
+
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 3).all()
+
+
 def test_optunas_study_survives_sigterm_and_resume(tmp_path):
     """The journal in the sweep folder goes on where it stopped: after the resume it holds every trial once, with
     the values the tables hold, and Optuna's own loader reads it. The sweep is stopped as `timeout`, a batch

@@ -3,6 +3,7 @@
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -56,3 +57,91 @@ def test_a_thread_other_than_the_main_one_is_left_alone():
     thread.start()
     thread.join()
     assert seen == [before] and signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.fixture
+def handlers_restored():
+    before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+def test_outside_a_run_sigterm_and_sighup_interrupt_as_ctrl_c_does(handlers_restored):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` leaves it: ignored on purpose, and it stays so
+    with pytest.raises(KeyboardInterrupt) as raised, signals.interrupting():
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signals.received(raised.value) == signal.SIGTERM and signals.received(KeyboardInterrupt()) == signal.SIGINT
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handlers end with it
+
+
+def test_a_process_forked_meanwhile_ends_on_sigterm_as_it_would_have(handlers_restored):
+    """A multiprocessing pool ends its forked workers with SIGTERM: raised as an interrupt there, it hung the pool."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ready, started = os.pipe()
+    with signals.interrupting():
+        child = os.fork()
+        if child == 0:
+            os.write(started, b"!")  # (a signal that came before Python's own after-fork setup would be dropped)
+            time.sleep(60)
+            os._exit(0)
+        os.read(ready, 1)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+    os.close(ready), os.close(started)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_the_handlers_a_library_sets_are_undone(handlers_restored):
+    with signals.interrupting():
+        ours = signal.getsignal(signal.SIGTERM)
+        with signals.handlers_kept():
+            signal.signal(signal.SIGTERM, lambda signum, frame: None)  # as ray.init sets its own
+        assert signal.getsignal(signal.SIGTERM) == ours
+        with pytest.raises(KeyboardInterrupt) as raised, signals.handlers_kept():
+            raise SystemExit(signal.SIGTERM)  # what ray.init's handler does on SIGTERM
+        assert signals.received(raised.value) == signal.SIGTERM
+
+
+@pytest.fixture
+def report_stopped_by(monkeypatch):
+    """Makes the report's writing stop on a signal (the process sends it to itself: a real signal, a real handler)."""
+    from sweeps import report
+
+    def stop_with(signum):
+        monkeypatch.setattr(report, "write_report", lambda *args, **kwargs: os.kill(os.getpid(), signum))
+
+    return stop_with
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_finished_sweep_writes_its_report_says_how_to_write_it(
+    signum, handlers_restored, report_stopped_by, monkeypatch, tmp_path
+):
+    """The sweep is complete when `sweeps run` or `resume` writes its report: the line says so and how to write it."""
+    from sweeps import __main__
+    from sweeps.errors import Interrupted
+
+    report_stopped_by(signum)
+    monkeypatch.setattr(__main__, "_summary", lambda sweep_dir: None)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(Interrupted) as raised, signals.interrupting():
+        __main__._finish(str(tmp_path), no_report=False)
+    assert str(raised.value) == (
+        "interrupted while writing the report: the sweep is complete and saved; "
+        f"write its report with sweeps report {tmp_path}"
+    )
+    assert raised.value.signal == signum
+
+
+def test_a_signal_outside_a_sweeps_run_ends_the_command_in_one_line(handlers_restored, report_stopped_by, capsys):
+    """`sweeps report` stopped by SIGTERM: the shell's status for it, one line, no traceback."""
+    from sweeps import __main__
+
+    report_stopped_by(signal.SIGTERM)
+    assert __main__.main(["report", "results/showcase/synthetic"]) == 143
+    assert capsys.readouterr().err == (
+        "sweeps: interrupted (SIGTERM): the files written so far are whole; run the command again to finish\n"
+    )
