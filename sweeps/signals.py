@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from dataclasses import dataclass
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -45,9 +46,31 @@ def received(interrupt: KeyboardInterrupt) -> int:
     return getattr(interrupt, "signal", signal.SIGINT)
 
 
+# The stop signals taken in this process, in order. Python drops an exception raised by a signal handler that runs
+# inside an at-fork hook (as when a signal lands while Ray starts its processes), and prints it as "Exception
+# ignored": `interrupting` keeps such a signal here instead, and `handlers_kept` raises it once Ray has started.
+_received: list[int] = []
+
+
+def _dropped(unraisable) -> None:
+    """sys.unraisablehook while `interrupting`: an interrupt of ours, or Ray's SIGTERM handlers' SystemExit (both
+    are named sigterm_handler), dropped by Python, is kept as the signal it was; anything else is printed as usual."""
+    if isinstance(unraisable.exc_value, Interrupt):
+        return
+    if _rays_sigterm_exit(unraisable.exc_value):
+        _received.append(signal.SIGTERM)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _rays_sigterm_exit(error: BaseException) -> bool:
+    where = traceback.extract_tb(error.__traceback__)
+    return isinstance(error, SystemExit) and bool(where) and where[-1].name == "sigterm_handler"
+
+
 @contextlib.contextmanager
 def interrupting():
-    """Around a whole command: SIGTERM and SIGHUP interrupt it as Ctrl-C does, so that it ends in its one line and
+    """Around a whole command: Ctrl-C, SIGTERM and SIGHUP interrupt it alike, so that it ends in its one line and
     status (a sweep's run takes them over with `stop_signals`); the handlers before it come back after it. A signal
     ignored on purpose (`nohup`) stays ignored, and a process forked meanwhile (a multiprocessing pool's worker, which
     its pool ends with SIGTERM) ends on it as it would have."""
@@ -58,31 +81,51 @@ def interrupting():
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        _received.append(signum)
         raise Interrupt(signum)
 
-    with handlers_kept():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(signum) == signal.SIG_DFL:
+    kept, hook = _handlers(), sys.unraisablehook
+    sys.unraisablehook = _dropped
+    try:
+        for signum, handler in kept.items():
+            if handler in (signal.SIG_DFL, signal.default_int_handler):
                 signal.signal(signum, interrupt)
         yield
+    finally:
+        _put_back(kept)
+        sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
 def handlers_kept():
-    """Around `ray.init`: it sets a SIGTERM handler that ends the driver with status 15 and no word; the command's
-    own (`interrupting`) comes back after it, and a SIGTERM in between is told as one."""
-    kept = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    """Around `ray.init`, which sets SIGTERM handlers of its own (one ends the driver with status 15 and no word):
+    the command's (`interrupting`) come back after it, and a stop signal taken meanwhile is raised as one."""
+    kept, seen = _handlers(), len(_received)
     try:
         yield
-    except SystemExit as exit:  # SIGTERM while Ray starts: its handler's sys.exit(15), told as the signal it was
-        if exit.code == signal.SIGTERM:
+    except SystemExit as exit:
+        if _rays_sigterm_exit(exit):  # SIGTERM while Ray starts, told as the signal it was
             raise Interrupt(signal.SIGTERM) from None
         raise
+    except Exception:
+        if len(_received) > seen:  # Ray failed to start after a stop signal (its handler ended Ray's processes)
+            raise Interrupt(_received[-1]) from None
+        raise
     finally:
-        if threading.current_thread() is threading.main_thread():
-            for signum, handler in kept.items():
-                if handler is not None:  # None: a handler set outside Python, which Python cannot put back
-                    signal.signal(signum, handler)
+        _put_back(kept)
+    if len(_received) > seen:  # taken, but its interrupt dropped on the way
+        raise Interrupt(_received[-1])
+
+
+def _handlers() -> dict:
+    return {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+
+def _put_back(handlers: dict) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: a handler set outside Python, which Python cannot put back
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -112,7 +155,7 @@ def stop_signals(stop: Stop):
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers (as Tune)
         yield
         return
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    previous = _handlers()
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # until Tune installs its own for this run
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is handled here, as the other two are
     for signum in STOP_SIGNALS:
@@ -122,5 +165,4 @@ def stop_signals(stop: Stop):
     finally:
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune's handler outlives its run: its event is gone
         if stop.signal is None:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            _put_back(previous)

@@ -61,14 +61,17 @@ def test_a_thread_other_than_the_main_one_is_left_alone():
 
 @pytest.fixture
 def handlers_restored():
+    """The handlers a fresh process has (another test may have started Ray here, which sets its own), put back after."""
     before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)
 
 
 def test_outside_a_run_sigterm_and_sighup_interrupt_as_ctrl_c_does(handlers_restored):
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` leaves it: ignored on purpose, and it stays so
     with pytest.raises(KeyboardInterrupt) as raised, signals.interrupting():
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
@@ -79,7 +82,6 @@ def test_outside_a_run_sigterm_and_sighup_interrupt_as_ctrl_c_does(handlers_rest
 
 def test_a_process_forked_meanwhile_ends_on_sigterm_as_it_would_have(handlers_restored):
     """A multiprocessing pool ends its forked workers with SIGTERM: raised as an interrupt there, it hung the pool."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     ready, started = os.pipe()
     with signals.interrupting():
         child = os.fork()
@@ -101,8 +103,46 @@ def test_the_handlers_a_library_sets_are_undone(handlers_restored):
             signal.signal(signal.SIGTERM, lambda signum, frame: None)  # as ray.init sets its own
         assert signal.getsignal(signal.SIGTERM) == ours
         with pytest.raises(KeyboardInterrupt) as raised, signals.handlers_kept():
-            raise SystemExit(signal.SIGTERM)  # what ray.init's handler does on SIGTERM
+            _rays_sigterm_handler()
         assert signals.received(raised.value) == signal.SIGTERM
+        with pytest.raises(SystemExit), signals.handlers_kept():
+            raise SystemExit(signal.SIGTERM)  # anyone else's exit is left as it is
+
+
+class _SignalledInADestructor:
+    """Python drops an exception raised in a destructor, as in an at-fork hook, where a signal landing while Ray
+    starts its processes raised one."""
+
+    def __init__(self, signum):
+        self.signum = signum
+
+    def __del__(self):
+        os.kill(os.getpid(), self.signum)
+
+
+def _rays_sigterm_handler():
+    def sigterm_handler():  # as Ray names both of its own (ray/_private/worker.py and node.py): sys.exit on SIGTERM
+        raise SystemExit(signal.SIGTERM)
+
+    sigterm_handler()
+
+
+class _RaysHandlerInADestructor:
+    def __del__(self):
+        _rays_sigterm_handler()
+
+
+@pytest.mark.parametrize(
+    "dropped, signum",
+    [(lambda: _SignalledInADestructor(signal.SIGHUP), signal.SIGHUP), (_RaysHandlerInADestructor, signal.SIGTERM)],
+)
+def test_a_stop_signal_whose_interrupt_python_dropped_is_raised_after_ray_starts(
+    dropped, signum, handlers_restored, capsys
+):
+    with pytest.raises(KeyboardInterrupt) as raised, signals.interrupting(), signals.handlers_kept():
+        dropped()  # (deleted at once)
+    assert signals.received(raised.value) == signum
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -126,7 +166,6 @@ def test_a_signal_while_a_finished_sweep_writes_its_report_says_how_to_write_it(
 
     report_stopped_by(signum)
     monkeypatch.setattr(__main__, "_summary", lambda sweep_dir: None)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(Interrupted) as raised, signals.interrupting():
         __main__._finish(str(tmp_path), no_report=False)
     assert str(raised.value) == (
