@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import errno
 import math
+import os
 import signal
 import sys
 
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with interrupting():
-            return args.command(args) or 0
+            status = args.command(args) or 0
+            sys.stdout.flush()  # (a reader that left is told here, not in Python's exit)
+            return status
     except Interrupted as stop:
         if isinstance(stop, SweepInterrupted):
             _summary(stop.sweep_dir)
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrialsFailed as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return MACHINE_ERROR
+    except BrokenPipeError:  # the reader of the output left (`sweeps status | head -1`): ended as by SIGPIPE, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit would flush into it again)
+        return exit_status(signal.SIGPIPE)
     except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
         print(f"sweeps: error: {_machine_problem(error)}", file=sys.stderr)
         return MACHINE_ERROR

@@ -236,6 +236,16 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_reader_that_leaves_ends_the_command_quietly():
+    """`sweeps list | head -1`: no "Broken pipe" error blamed on the storage, no traceback; the status of a command
+    ended by SIGPIPE, as the shell reports for others."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    command.stdout.close()  # the reader is gone before the first line
+    assert command.stderr.read() == "" and command.wait(timeout=60) == 141
+
+
 def test_the_command_line_lists_and_parses_without_importing_ray():
     """Ray takes seconds to import: `sweeps list`, `--help` and a refused command answer without it."""
     code = (

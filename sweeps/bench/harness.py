@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from lstm_ae.data import Splits
+from sweeps import signals
 from sweeps.sweep import ORDERS, SCHEDULERS
 
 RESULTS_FILE = "bench.parquet"
@@ -197,7 +198,7 @@ def start_local_ray(cores: int, out: Path) -> float:
     import ray
 
     start = time.perf_counter()
-    with quiet(out / RAY_LOG):
+    with quiet(out / RAY_LOG), signals.handlers_kept():
         ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     return time.perf_counter() - start
 
