@@ -388,9 +388,30 @@ def test_a_sweep_made_when_the_tuner_lived_in_sweeps_run_reports_and_resumes(tmp
     assert (trials.status == "TERMINATED").all()
 
 
-def test_a_damaged_ray_state_is_named_before_ray_starts_and_nothing_is_touched(tmp_path):
-    made = sweeps_cli(*run_args(tmp_path / "whole", 1))
-    assert made.returncode == 0, made.stderr[-3000:]
+def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(tmp_path):
+    """SIGTERM after the sweep's folder is claimed, while Ray starts (its own handler would end the driver with
+    status 15 and no word): the last line and status of any stopped sweep, and `sweeps resume` runs the sweep that
+    sweep.json describes, though Ray Tune had saved nothing yet. Copies of that sweep with Ray's state damaged are
+    named as such before Ray starts, and nothing in them is touched."""
+    made = tmp_path / "whole"
+    log = tmp_path / "driver.log"
+    driver = start_driver(*run_args(made, 1), log=log)
+    wait_for(lambda: (made / "sweep.json").exists(), 120, "the folder to be claimed", driver)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.strip().splitlines()[-1] == f"sweeps: interrupted: continue with sweeps resume {made}"
+    assert "Traceback" not in text and not list(made.glob("experiment_state-*.json")), text[-3000:]
+    assert "0 of 2 trials" in sweeps_cli("status", made).stdout
+    report = sweeps_cli("report", made)
+    assert report.returncode == 2 and report.stderr == (
+        f"sweeps: error: {made}: no trial has started yet, nothing to report: run it with sweeps resume {made}\n"
+    )
+    done = sweeps_cli("resume", made, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, _ = check_tables(made, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 1).all()
+
     for state in ("experiment_state-*.json", "tuner.pkl"):
         sweep_dir = tmp_path / f"damaged-{state[:5]}"
         shutil.copytree(tmp_path / "whole", sweep_dir)
@@ -473,31 +494,6 @@ def test_ctrl_c_stops_the_sweep_a_second_signal_waits_and_a_second_driver_is_ref
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(sweep_dir, 2)  # every epoch recorded once
     assert (trials.status == "TERMINATED").all() and (trials.epochs == 100).all()
-
-
-def test_a_signal_while_ray_starts_stops_the_sweep_and_resume_runs_it(tmp_path):
-    """SIGTERM after the sweep's folder is claimed, while Ray starts (its own handler would end the driver with
-    status 15 and no word): the last line and status of any stopped sweep, and `sweeps resume` runs the sweep that
-    sweep.json describes, though Ray Tune had saved nothing yet."""
-    sweep_dir = tmp_path / "early"
-    log = tmp_path / "driver.log"
-    driver = start_driver(*run_args(sweep_dir, 3, "--no-report"), log=log)
-    wait_for(lambda: (sweep_dir / "sweep.json").exists(), 120, "the folder to be claimed", driver)
-    driver.send_signal(signal.SIGTERM)
-    assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
-    text = log.read_text()
-    assert text.strip().splitlines()[-1] == f"sweeps: interrupted: continue with sweeps resume {sweep_dir}"
-    assert "Traceback" not in text and not list(sweep_dir.glob("experiment_state-*.json")), text[-3000:]
-    assert "0 of 2 trials" in sweeps_cli("status", sweep_dir).stdout
-    report = sweeps_cli("report", sweep_dir)
-    assert report.returncode == 2 and report.stderr == (
-        f"sweeps: error: {sweep_dir}: no trial has started yet, nothing to report: run it with sweeps resume {sweep_dir}\n"
-    )
-
-    done = sweeps_cli("resume", sweep_dir, "--no-report")
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials, _ = check_tables(sweep_dir, 2)
-    assert (trials.status == "TERMINATED").all() and (trials.epochs == 3).all()
 
 
 def test_optunas_study_survives_sigterm_and_resume(tmp_path):
