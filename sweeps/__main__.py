@@ -7,10 +7,12 @@ import dataclasses
 import errno
 import math
 import os
+import select
 import signal
 import sys
 
 from lstm_ae.precision import PRECISIONS
+from sweeps import signals
 from sweeps.sweep import DEFAULT_SCHEDULER, ORDERS, REDUCTION_FACTORS, SCHEDULERS
 
 USAGE_ERROR = 2  # bad input: the same status argparse uses
@@ -24,11 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_ray_local(getattr(args, "address", None))  # before anything imports Ray
     from sweeps.errors import Interrupted, SweepError, SweepInterrupted, TrialsFailed
     from sweeps.evaluate import EvaluationError
-    from sweeps.signals import exit_status, interrupting, received
     from sweeps.storage import StorageError
 
     try:
-        with interrupting():
+        with signals.interrupting():
             status = args.command(args) or 0
             sys.stdout.flush()  # (a reader that left is told here, not in Python's exit)
             return status
@@ -36,27 +37,38 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(stop, SweepInterrupted):
             _summary(stop.sweep_dir)
         print(f"sweeps: {stop}", file=sys.stderr)
-        return exit_status(stop.signal or signal.SIGINT)
+        return signals.exit_status(stop.signal or signal.SIGINT)
     except KeyboardInterrupt as stop:  # a signal outside a sweep's run: files are written whole or not at all
-        signum = received(stop)
+        signum = signals.received(stop)
         print(
             f"sweeps: interrupted ({signal.Signals(signum).name}): the files written so far are whole; "
             "run the command again to finish",
             file=sys.stderr,
         )
-        return exit_status(signum)
+        return signals.exit_status(signum)
     except (SweepError, EvaluationError, StorageError) as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except TrialsFailed as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return MACHINE_ERROR
-    except BrokenPipeError:  # the reader of the output left (`sweeps status | head -1`): ended as by SIGPIPE, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit would flush into it again)
-        return exit_status(signal.SIGPIPE)
-    except OSError as error:  # the machine, not the input: a full disk, a lost mount, a permission taken away
+    except OSError as error:
+        if isinstance(error, BrokenPipeError) and _reader_gone():  # `sweeps status | head -1`: ended as by SIGPIPE
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit would flush into it again)
+            return signals.exit_status(signal.SIGPIPE)
+        # The machine, not the input: a full disk, a lost mount, a permission taken away.
         print(f"sweeps: error: {_machine_problem(error)}", file=sys.stderr)
         return MACHINE_ERROR
+
+
+def _reader_gone() -> bool:
+    """Whether the pipe this command writes its output into has lost its reader (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file behind the output (a notebook's, a test's capture)
+        return False
 
 
 def _machine_problem(error: OSError) -> str:
@@ -142,24 +154,22 @@ def report_command(args) -> None:
 
 
 def _finish(sweep_dir: str, no_report: bool, data: str | None = None) -> None:
+    """After a sweep's run: its summary, its report, and whether every trial failed."""
     from sweeps.errors import Interrupted
-    from sweeps.signals import received
+    from sweeps.report import write_report
 
-    _summary(sweep_dir)
-    written = None
-    if not no_report:
-        from sweeps.report import write_report
-
-        try:
-            written = write_report(sweep_dir, data=data)
-        except KeyboardInterrupt as stop:
-            raise Interrupted(
-                f"interrupted while writing the report: the sweep is complete and saved; "
-                f"write its report with sweeps report {sweep_dir}",
-                received(stop),
-            ) from None
-        print(f"report: {written}")
-    _fail_if_every_trial_failed(sweep_dir, written)
+    try:
+        _summary(sweep_dir)
+        written = None if no_report else write_report(sweep_dir, data=data)
+        if written:
+            print(f"report: {written}")
+        _fail_if_every_trial_failed(sweep_dir, written)
+    except KeyboardInterrupt as stop:
+        raise Interrupted(
+            f"interrupted after the sweep's run: the sweep is complete and saved; "
+            f"write its report with sweeps report {sweep_dir}",
+            signals.received(stop),
+        ) from None
 
 
 def _fail_if_every_trial_failed(folder: str, written: str | None) -> None:
@@ -215,8 +225,8 @@ def status_command(args) -> None:
             time.sleep(args.watch)
             if not args.json:
                 print()
-    except KeyboardInterrupt:  # leaving the watch, whether it was reading or waiting, is not a failure
-        if args.watch is None:
+    except KeyboardInterrupt as stop:  # Ctrl-C leaves the watch, whether it was reading or waiting: not a failure
+        if args.watch is None or signals.received(stop) != signal.SIGINT:
             raise
 
 

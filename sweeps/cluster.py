@@ -138,9 +138,9 @@ def ray_session(address: str | None = None):
     after `sweeps: interrupted: continue with ...`, which must be the last thing a user reads."""
     import ray
 
-    with signals.handlers_kept():
-        start_ray(address)
     try:
+        with signals.handlers_kept():  # (which may raise a stop signal once Ray has started: shut down below)
+            start_ray(address)
         yield
     finally:
         ray.shutdown()  # a joined cluster only loses this driver

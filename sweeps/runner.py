@@ -27,7 +27,7 @@ def start(sweep: Sweep, storage_path: str = STORAGE, name: str | None = None, ad
     """Run a new sweep to its end and write its tables; returns the sweep's folder."""
     sweep_dir, datasets = prepare(sweep, storage_path, name, address)
     folder.claim(sweep, sweep_dir)
-    with lock.hold(sweep_dir), _stopped_as_sweep(sweep_dir), _ray(address):
+    with _stopped_as_sweep(sweep_dir), lock.hold(sweep_dir), _ray(address):
         return tuner.fit(tuner.new(sweep, datasets, sweep_dir), sweep_dir)
 
 

@@ -46,24 +46,16 @@ def received(interrupt: KeyboardInterrupt) -> int:
     return getattr(interrupt, "signal", signal.SIGINT)
 
 
-# The stop signals taken in this process, in order. Python drops an exception raised by a signal handler that runs
-# inside an at-fork hook (as when a signal lands while Ray starts its processes), and prints it as "Exception
-# ignored": `interrupting` keeps such a signal here instead, and `handlers_kept` raises it once Ray has started.
+# The stop signals taken in this process, in order, and how many `handlers_kept` windows are open. Python drops an
+# exception raised by a signal handler that runs inside an at-fork hook ("Exception ignored"), as when a signal lands
+# while Ray starts its processes: inside a window the signal is kept here and raised once Ray has started; outside
+# one, the process ends on it as it would without these handlers.
 _received: list[int] = []
-
-
-def _dropped(unraisable) -> None:
-    """sys.unraisablehook while `interrupting`: an interrupt of ours, or Ray's SIGTERM handlers' SystemExit (both
-    are named sigterm_handler), dropped by Python, is kept as the signal it was; anything else is printed as usual."""
-    if isinstance(unraisable.exc_value, Interrupt):
-        return
-    if _rays_sigterm_exit(unraisable.exc_value):
-        _received.append(signal.SIGTERM)
-        return
-    sys.__unraisablehook__(unraisable)
+_windows = [0]
 
 
 def _rays_sigterm_exit(error: BaseException) -> bool:
+    """Ray's SIGTERM handlers (ray/_private/worker.py and node.py, both named sigterm_handler) end in sys.exit."""
     where = traceback.extract_tb(error.__traceback__)
     return isinstance(error, SystemExit) and bool(where) and where[-1].name == "sigterm_handler"
 
@@ -71,29 +63,44 @@ def _rays_sigterm_exit(error: BaseException) -> bool:
 @contextlib.contextmanager
 def interrupting():
     """Around a whole command: Ctrl-C, SIGTERM and SIGHUP interrupt it alike, so that it ends in its one line and
-    status (a sweep's run takes them over with `stop_signals`); the handlers before it come back after it. A signal
-    ignored on purpose (`nohup`) stays ignored, and a process forked meanwhile (a multiprocessing pool's worker, which
-    its pool ends with SIGTERM) ends on it as it would have."""
-    owner = os.getpid()
+    status (a sweep's run takes them over with `stop_signals`, whose handler stays to the end once a stop came). A
+    signal ignored on purpose (`nohup`) stays ignored, and a process forked meanwhile (a multiprocessing pool's
+    worker, which its pool ends with SIGTERM) takes it as it would have."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    owner, kept, hook = os.getpid(), _handlers(), sys.unraisablehook
 
     def interrupt(signum, frame):
         if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            signal.signal(signum, kept[signum])
+            signal.raise_signal(signum)
             return
         _received.append(signum)
         raise Interrupt(signum)
 
-    kept, hook = _handlers(), sys.unraisablehook
-    sys.unraisablehook = _dropped
+    def dropped(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, Interrupt) or _rays_sigterm_exit(error)):
+            return hook(unraisable)
+        signum = received(error) if isinstance(error, Interrupt) else signal.SIGTERM
+        if _windows[0]:
+            _received.append(signum)  # raised by handlers_kept once Ray has started
+        else:  # nowhere to raise it again: the process ends on it, as without these handlers
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    sys.unraisablehook = dropped
     try:
         for signum, handler in kept.items():
             if handler in (signal.SIG_DFL, signal.default_int_handler):
                 signal.signal(signum, interrupt)
         yield
     finally:
-        _put_back(kept)
         sys.unraisablehook = hook
+        for signum, handler in kept.items():
+            if signal.getsignal(signum) is interrupt:  # (a stopped sweep's handler stays: see stop_signals)
+                signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -101,6 +108,7 @@ def handlers_kept():
     """Around `ray.init`, which sets SIGTERM handlers of its own (one ends the driver with status 15 and no word):
     the command's (`interrupting`) come back after it, and a stop signal taken meanwhile is raised as one."""
     kept, seen = _handlers(), len(_received)
+    _windows[0] += 1
     try:
         yield
     except SystemExit as exit:
@@ -112,6 +120,7 @@ def handlers_kept():
             raise Interrupt(_received[-1]) from None
         raise
     finally:
+        _windows[0] -= 1
         _put_back(kept)
     if len(_received) > seen:  # taken, but its interrupt dropped on the way
         raise Interrupt(_received[-1])
@@ -146,10 +155,10 @@ def stop_signals(stop: Stop):
                 flush=True,
             )
             return
-        stop.signal = signum
         tunes = signal.getsignal(signal.SIGUSR1)
         if not callable(tunes):  # Tune's loop has not started: nothing of it to save yet
             raise Interrupt(signum)
+        stop.signal = signum
         tunes(signal.SIGUSR1, frame)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers (as Tune)

@@ -18,6 +18,7 @@ from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
 from sweeps import checkpoints
+from sweeps.lock import LOCK_FILE
 from tests.sweeping import (
     check_tables,
     checkpoint_dirs,
@@ -388,6 +389,14 @@ def test_a_sweep_made_when_the_tuner_lived_in_sweeps_run_reports_and_resumes(tmp
     assert (trials.status == "TERMINATED").all()
 
 
+def _lock_written(sweep_dir: Path) -> bool:
+    """The driver holds the sweep's lock: sweep.json is whole, and Ray is about to start."""
+    try:
+        return bool(json.loads((sweep_dir / LOCK_FILE).read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(tmp_path):
     """SIGTERM after the sweep's folder is claimed, while Ray starts (its own handler would end the driver with
     status 15 and no word): the last line and status of any stopped sweep, and `sweeps resume` runs the sweep that
@@ -396,7 +405,7 @@ def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(t
     made = tmp_path / "whole"
     log = tmp_path / "driver.log"
     driver = start_driver(*run_args(made, 1), log=log)
-    wait_for(lambda: (made / "sweep.json").exists(), 120, "the folder to be claimed", driver)
+    wait_for(lambda: _lock_written(made), 120, "the folder to be claimed and locked", driver)
     driver.send_signal(signal.SIGTERM)
     assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
     text = log.read_text()
@@ -489,6 +498,10 @@ def test_ctrl_c_stops_the_sweep_a_second_signal_waits_and_a_second_driver_is_ref
     )
     watcher.send_signal(signal.SIGINT)
     assert watcher.wait(timeout=90) == 0  # leaving the watch is not a failure
+    watcher = start_driver("status", sweep_dir, "--watch", "0.2", log=tmp_path / "watch.log")
+    wait_for(lambda: (tmp_path / "watch.log").read_text().count("running") >= 2, 120, "the watch to print", watcher)
+    watcher.send_signal(signal.SIGTERM)
+    assert watcher.wait(timeout=90) == 143  # ended by a job's time limit: a stop, not a user leaving
 
     done = sweeps_cli("resume", sweep_dir, "--no-report")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -27,13 +29,13 @@ def test_the_first_stop_signal_asks_tunes_handler_and_later_ones_wait(capsys):
 
 
 def test_a_signal_before_tunes_loop_started_interrupts_at_once():
+    """Nothing of Tune's to stop yet: raised where the driver is, and the handlers put back (a stop not taken)."""
     stop = signals.Stop()
     before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
-    with pytest.raises(KeyboardInterrupt), signals.stop_signals(stop):
+    with pytest.raises(KeyboardInterrupt) as raised, signals.stop_signals(stop):
         os.kill(os.getpid(), signal.SIGHUP)
-    assert stop.signal == signal.SIGHUP
-    for signum, handler in before.items():
-        signal.signal(signum, handler)
+    assert signals.received(raised.value) == signal.SIGHUP and stop.signal is None
+    assert {s: signal.getsignal(s) for s in signals.STOP_SIGNALS} == before
 
 
 def test_without_a_signal_the_handlers_are_put_back():
@@ -86,9 +88,11 @@ def test_a_process_forked_meanwhile_ends_on_sigterm_as_it_would_have(handlers_re
     with signals.interrupting():
         child = os.fork()
         if child == 0:
-            os.write(started, b"!")  # (a signal that came before Python's own after-fork setup would be dropped)
-            time.sleep(60)
-            os._exit(0)
+            try:
+                os.write(started, b"!")  # (a signal that came before Python's own after-fork setup would be dropped)
+                time.sleep(60)
+            finally:
+                os._exit(0)  # (never pytest's session in the child)
         os.read(ready, 1)
         os.kill(child, signal.SIGTERM)
         _, status = os.waitpid(child, 0)
@@ -145,6 +149,42 @@ def test_a_stop_signal_whose_interrupt_python_dropped_is_raised_after_ray_starts
     assert "Exception ignored" not in capsys.readouterr().err
 
 
+def test_a_dropped_interrupt_with_nowhere_to_go_ends_the_process_on_its_signal():
+    """Outside a window where Ray starts, no one would raise it again: the process ends as without the handlers."""
+    script = (
+        "import os, signal, time\n"
+        "from sweeps import signals\n"
+        "from tests.test_signals import _SignalledInADestructor\n"
+        "with signals.interrupting():\n"
+        "    _SignalledInADestructor(signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ended.returncode == -signal.SIGTERM and "Exception ignored" not in ended.stderr, ended.stderr
+
+
+def test_a_stopped_sweeps_handler_outlasts_the_command(handlers_restored):
+    """After a stop, the command's last lines are still printed under the handler that tells a second signal to
+    wait: leaving `interrupting` keeps it."""
+    with signals.interrupting():
+        with signals.stop_signals(signals.Stop()):
+            signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # as Tune installs its own
+            os.kill(os.getpid(), signal.SIGTERM)
+        waits = signal.getsignal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is waits and waits not in (signal.SIG_DFL, None)
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_the_machines_error(handlers_restored, monkeypatch, capsys):
+    from sweeps import __main__, report
+
+    def lost(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")  # as from a socket to a storage server
+
+    monkeypatch.setattr(report, "write_report", lost)
+    assert __main__.main(["report", "results/showcase/synthetic"]) == 1
+    assert capsys.readouterr().err.startswith("sweeps: error: [Errno 32] Broken pipe: check the storage path")
+
+
 @pytest.fixture
 def report_stopped_by(monkeypatch):
     """Makes the report's writing stop on a signal (the process sends it to itself: a real signal, a real handler)."""
@@ -169,7 +209,7 @@ def test_a_signal_while_a_finished_sweep_writes_its_report_says_how_to_write_it(
     with pytest.raises(Interrupted) as raised, signals.interrupting():
         __main__._finish(str(tmp_path), no_report=False)
     assert str(raised.value) == (
-        "interrupted while writing the report: the sweep is complete and saved; "
+        "interrupted after the sweep's run: the sweep is complete and saved; "
         f"write its report with sweeps report {tmp_path}"
     )
     assert raised.value.signal == signum

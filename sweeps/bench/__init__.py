@@ -140,8 +140,8 @@ def _run_all(measures: list[Measure], bench: Bench) -> tuple[list[Row], float | 
     rows = [r for m in measures if not m.ray for r in _run(m, bench)]
     ray_start_s = None
     if any(m.ray for m in measures):
-        ray_start_s = start_local_ray(bench.cores, bench.out)
         try:
+            ray_start_s = start_local_ray(bench.cores, bench.out)
             rows += [r for m in measures if m.ray for r in _run(m, replace(bench, ray_start_s=ray_start_s))]
         finally:
             ray.shutdown()
