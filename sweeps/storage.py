@@ -173,4 +173,8 @@ def write_parquet(location: str, frame: pd.DataFrame) -> None:
 
 
 def read_parquet(location: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(read_bytes(location)))
+    # A path on Arrow's own file system, never a Python file object: Arrow goes on tidying up such a read in its
+    # threads after the call returns, and a driver whose exit came meanwhile aborted (SIGABRT in a PyBuffer's
+    # destructor; apache/arrow#33975 and #50482, where the exit hangs instead).
+    fs, path = _fs(location)
+    return pd.read_parquet(path, filesystem=fs)
