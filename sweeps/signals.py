@@ -13,6 +13,13 @@ Ctrl-C then raised KeyboardInterrupt in the middle of Tune's shutdown, and SIGTE
 which aborts the process (exit 134, no tables). So here one handler owns all three, and tells Tune through the handler
 Tune installs for SIGUSR1, which sets the same "interrupted" event its SIGINT handler sets (ray/tune/tune.py,
 _setup_signal_catching).
+
+Outside Tune's loop the three interrupt any command alike (`interrupting`, around the whole command), and `ray.init`'s
+own SIGTERM handlers are undone once Ray has started (`handlers_kept`):
+
+    with interrupting():              # Interrupt (a KeyboardInterrupt) on SIGINT, SIGTERM or SIGHUP
+        with handlers_kept():
+            ray.init()
 """
 
 from __future__ import annotations
