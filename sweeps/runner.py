@@ -47,9 +47,11 @@ def resume(
         analysis = folder.ray_state(sweep_dir)
         datasets = build_datasets(sweep)
         with _stopped_as_sweep(sweep_dir), _ray(address):
-            if analysis is None:
-                return tuner.fit(tuner.new(sweep, datasets, sweep_dir), sweep_dir)
-            return tuner.fit(tuner.restored(sweep_dir, sweep, datasets, analysis, on_corrupt_checkpoint), sweep_dir)
+            if analysis is None:  # stopped before Ray Tune saved anything
+                made = tuner.new(sweep, datasets, sweep_dir)
+            else:
+                made = tuner.restored(sweep_dir, sweep, datasets, analysis, on_corrupt_checkpoint)
+            return tuner.fit(made, sweep_dir)
 
 
 def prepare(sweep: Sweep, storage_path: str, name: str | None, address: str | None = None) -> tuple[str, dict]:
@@ -89,8 +91,8 @@ def build_datasets(sweep: Sweep) -> dict:
 
 @contextlib.contextmanager
 def _stopped_as_sweep(sweep_dir: str):
-    """A signal before Tune's loop (Ray starting, the Tuner being built) stops the sweep as one in its loop does:
-    `sweeps resume` goes on from what was saved, or starts it where nothing was."""
+    """A signal before Tune's loop (Ray starting, the Tuner being built) stops the sweep as one in its loop does
+    (tuner.fit): `sweeps resume` goes on from what was saved, or starts it where nothing was."""
     try:
         yield
     except KeyboardInterrupt as stop:

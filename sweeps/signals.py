@@ -57,8 +57,8 @@ def received(interrupt: KeyboardInterrupt) -> int:
 # exception raised by a signal handler that runs inside an at-fork hook ("Exception ignored"), as when a signal lands
 # while Ray starts its processes: inside a window the signal is kept here and raised once Ray has started; outside
 # one, the process ends on it as it would without these handlers.
-_received: list[int] = []
-_windows = [0]
+_taken: list[int] = []
+_windows = 0
 
 
 def _rays_sigterm_exit(error: BaseException) -> bool:
@@ -83,7 +83,7 @@ def interrupting():
             signal.signal(signum, kept[signum])
             signal.raise_signal(signum)
             return
-        _received.append(signum)
+        _taken.append(signum)
         raise Interrupt(signum)
 
     def dropped(unraisable):
@@ -91,8 +91,8 @@ def interrupting():
         if not (isinstance(error, Interrupt) or _rays_sigterm_exit(error)):
             return hook(unraisable)
         signum = received(error) if isinstance(error, Interrupt) else signal.SIGTERM
-        if _windows[0]:
-            _received.append(signum)  # raised by handlers_kept once Ray has started
+        if _windows:
+            _taken.append(signum)  # raised by handlers_kept once Ray has started
         else:  # nowhere to raise it again: the process ends on it, as without these handlers
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
@@ -114,8 +114,9 @@ def interrupting():
 def handlers_kept():
     """Around `ray.init`, which sets SIGTERM handlers of its own (one ends the driver with status 15 and no word):
     the command's (`interrupting`) come back after it, and a stop signal taken meanwhile is raised as one."""
-    kept, seen = _handlers(), len(_received)
-    _windows[0] += 1
+    global _windows
+    kept, seen = _handlers(), len(_taken)
+    _windows += 1
     try:
         yield
     except SystemExit as exit:
@@ -123,14 +124,14 @@ def handlers_kept():
             raise Interrupt(signal.SIGTERM) from None
         raise
     except Exception:
-        if len(_received) > seen:  # Ray failed to start after a stop signal (its handler ended Ray's processes)
-            raise Interrupt(_received[-1]) from None
+        if len(_taken) > seen:  # Ray failed to start after a stop signal (its handler ended Ray's processes)
+            raise Interrupt(_taken[-1]) from None
         raise
     finally:
-        _windows[0] -= 1
+        _windows -= 1
         _put_back(kept)
-    if len(_received) > seen:  # taken, but its interrupt dropped on the way
-        raise Interrupt(_received[-1])
+    if len(_taken) > seen:  # taken, but its interrupt dropped on the way
+        raise Interrupt(_taken[-1])
 
 
 def _handlers() -> dict:

@@ -149,16 +149,13 @@ def restored(
 
 
 def fit(tuner: tune.Tuner, sweep_dir: str) -> str:
-    """Run the Tuner and write the tables; SweepInterrupted where a signal (Ctrl-C, SIGTERM, SIGHUP) stopped it first."""
+    """Run the Tuner and write the tables; SweepInterrupted where a signal (Ctrl-C, SIGTERM, SIGHUP) stopped it in
+    Tune's loop (before it, the KeyboardInterrupt goes on: runner.start and resume tell it as SweepInterrupted)."""
     tune_settings()
     stop = signals.Stop()
     try:
         with _ray_logs_in_brief(), signals.stop_signals(stop):
             tuner.fit()  # on a stop signal, Tune saves the experiment's state and returns
-    except KeyboardInterrupt as interrupt:  # a signal before Tune's loop started: nothing of Tune's to save
-        with contextlib.suppress(Exception):
-            collect.write_tables(sweep_dir)
-        raise SweepInterrupted(sweep_dir, signals.received(interrupt)) from None
     except BaseException:
         # The tables keep what ran; failing to write them (Ray may have written no state yet) must not hide why.
         with contextlib.suppress(Exception):
