@@ -50,3 +50,15 @@ def test_the_synthetic_showcase_is_the_studys_whole_grid_at_its_budget_under_its
     assert configs == set(itertools.product(*grid.values())) and len(trials) == 24
     assert (trials["config/epochs"] == 1000).all() and (trials["config/n"] == 10_000).all()
     assert published_mse(SHOWCASE / "synthetic") <= 0.01
+
+
+def test_promotion_finds_the_best_of_the_whole_grid_with_a_fraction_of_its_epochs():
+    """The default scheduler against the study's grid trained to its whole budget, both at one commit and seed: its best
+    within 10% of the grid's best, with at most a quarter of the grid's epochs (trial-seconds are left out: the whole
+    grid shared its machine)."""
+    promotion, whole = (
+        pd.read_parquet(SHOWCASE / name / "trials.parquet") for name in ("synthetic-promotion", "synthetic-full-grid")
+    )
+    assert len(whole) == 24 and (whole.epochs == 1000).all() and not whole.stopped_early.any()
+    assert promotion.best_val_mse.min() <= 1.10 * whole.best_val_mse.min()
+    assert promotion.epochs.sum() <= 0.25 * whole.epochs.sum()
