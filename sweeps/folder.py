@@ -78,9 +78,6 @@ def ray_state(sweep_dir: str) -> tune.ExperimentAnalysis | None:
         return None
     try:
         analysis = tune.ExperimentAnalysis(sweep_dir)  # reads the newest state file, as the resume will
-        # The Tuner's pickle, walked opcode by opcode (nothing in it runs): whole, or a ValueError.
-        for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
-            pass
     except (OSError, storage.StorageError):  # the storage itself: said as such by the command line, not as damage
         raise
     except Exception as error:  # Ray's own state file, damaged
@@ -89,3 +86,16 @@ def ray_state(sweep_dir: str) -> tune.ExperimentAnalysis | None:
             "there are intact: report it with `sweeps report`, or run it again under another --name"
         ) from None
     return analysis
+
+
+def tuner_saved_whole(sweep_dir: str) -> bool:
+    """Whether Ray's pickle of the sweep's Tuner (`tuner.pkl`) is whole, walked opcode by opcode (nothing in it runs).
+    After a restore Ray uploads it again, in place, with every save of the experiment's state (Tune's
+    sync_down_experiment_state stages every .pkl and .json of the folder): a driver killed in that upload leaves it
+    cut short or empty. What it holds is the Tuner as the sweep began, which sweep.json describes whole."""
+    try:
+        for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
+            pass
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
