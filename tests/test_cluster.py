@@ -73,6 +73,11 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
             "--name",
             "two-nodes",
             *SMALL_GRID,
+            # Four trials of a few seconds each: stopped early at 1 epoch (a tenth of a second), the head's worker,
+            # reused, ran all four before the second node's worker had started (seen in the suite and alone).
+            "--no-early-stop",
+            "--epochs",
+            "40",
         ]
         done = sweeps_cli(*args)
         assert done.returncode == 0, done.stderr[-3000:]
