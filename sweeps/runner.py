@@ -50,8 +50,6 @@ def resume(
             if analysis is None:  # stopped before Ray Tune saved anything
                 made = tuner.new(sweep, datasets, sweep_dir)
             else:
-                if not folder.tuner_saved_whole(sweep_dir):
-                    tuner.new(sweep, datasets, sweep_dir)  # saves the Tuner again, as it was saved when the sweep began
                 made = tuner.restored(sweep_dir, sweep, datasets, analysis, on_corrupt_checkpoint)
             return tuner.fit(made, sweep_dir)
 

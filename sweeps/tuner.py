@@ -16,7 +16,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import format_vars
 
-from sweeps import checkpoints, collect, loggers, schedulers, signals, storage
+from sweeps import checkpoints, collect, folder, loggers, schedulers, signals, storage
 from sweeps.errors import SweepInterrupted
 from sweeps.sweep import FALLBACKS, Sweep
 from sweeps.trial import TRIAL_NAME, run_trial, ship
@@ -135,8 +135,10 @@ def restored(
     sweep_dir: str, sweep: Sweep, datasets: dict, analysis: tune.ExperimentAnalysis, on_corrupt_checkpoint: str
 ) -> tune.Tuner:
     """The sweep's Tuner as Ray saved it, to go on with its unfinished and errored trials; `analysis`: Ray's record
-    of them (folder.ray_state), whose checkpoint records are mended first."""
+    of them (folder.ray_state), whose checkpoint records are mended first, as is a tuner.pkl cut short."""
     checkpoints.mend_records(analysis)
+    if not folder.tuner_saved_whole(sweep_dir):
+        new(sweep, datasets, sweep_dir)  # Tune's constructor saves tuner.pkl again: the Tuner as the sweep began
     # The name the trials were made under, as Ray recorded it: `train` before version 0.2 (docs/files.md: a sweep of
     # any earlier version resumes).
     name = analysis.trials[0].trainable_name if analysis.trials else TRIAL_NAME
