@@ -137,6 +137,16 @@ def validation_curves(
 WAITED = dict(marker="o", markersize=6, markerfacecolor="none", color="tab:blue", linestyle="none")
 
 
+def curve_marks(metrics: pd.DataFrame, trials: pd.DataFrame, metric: str) -> str:
+    """What validation_curves' marks mean, for its caption: only the marks it draws."""
+    marks = []
+    if trials.stopped_early.any():
+        marks.append("x where a trial was stopped early")
+    if len(_before_each_resume(metrics, metric)):
+        marks.append("o where a trial paused (at a rung, or with the whole sweep) and later went on from that epoch")
+    return "".join(f", {mark}" for mark in marks)
+
+
 def _before_each_resume(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The epochs after which a trial paused and later went on from its checkpoint (collect's `resumed`)."""
     if "resumed" not in metrics:  # tables written before collect recorded it

@@ -296,12 +296,11 @@ def _standard_figures(ctx: Context, trials: pd.DataFrame, metrics: pd.DataFrame)
     sweep, best = ctx.sweep, ctx.best
     metric = sweep.entry.metric
     label = trial_label(ctx)
-    stopped = ", x where a trial was stopped early, o where one waited before it went on" if sweep.early_stop else ""
     shown = [
         ctx.save(
             figures.validation_curves(metrics, trials, metric, best.trial_id, label),
             "curves",
-            f"{metric} per epoch for every trial; the best in bold{stopped}.",
+            f"{metric} per epoch for every trial; the best in bold{figures.curve_marks(metrics, trials, metric)}.",
         )
     ]
     for name in sweep.grid():

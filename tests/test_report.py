@@ -191,7 +191,7 @@ def test_every_figure_draws_labelled_data(tmp_path, name, draw):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_curves_name_the_best_trial_by_its_values_and_mark_early_stopping_only_when_it_ran():
+def test_the_curves_name_the_best_trial_by_its_values_and_mark_early_stopping_only_when_it_ran_as_their_caption_says():
     trials = hand_built_trials()
     metrics = hand_built_metrics().assign(resumed=lambda d: (d.trial_id == "b") & (d.epoch == 5))  # b waited at 4
     figure = figures.validation_curves(metrics, trials, "val_mse", "b", "lr=0.01")
@@ -199,6 +199,9 @@ def test_the_curves_name_the_best_trial_by_its_values_and_mark_early_stopping_on
     assert "best trial: lr=0.01" in legend and ("stopped early" in legend) == bool(trials.stopped_early.any())
     (waited,) = [line for line in figure.axes[0].lines if line.get_label() == "waited here, then went on"]
     assert list(waited.get_xdata()) == [4] and list(waited.get_ydata()) == [0.2 / 4]
+    caption = figures.curve_marks(metrics, trials, "val_mse")  # the caption explains the marks drawn, no others
+    assert ("x where" in caption) == bool(trials.stopped_early.any()) and "o where a trial paused" in caption
+    assert figures.curve_marks(metrics, trials.assign(stopped_early=False), "val_mse").startswith(", o where")
     none_stopped = trials.assign(stopped_early=False)
     legend = [
         t.get_text()
@@ -208,6 +211,7 @@ def test_the_curves_name_the_best_trial_by_its_values_and_mark_early_stopping_on
         .get_texts()
     ]
     assert "stopped early" not in legend and "waited here, then went on" not in legend  # (no `resumed`: old tables)
+    assert figures.curve_marks(hand_built_metrics(), none_stopped, "val_mse") == ""
 
 
 def test_accuracy_panels_draw_chance():
