@@ -126,7 +126,10 @@ def start_ray(address: str | None = None) -> None:
     else:
         _keep_imported_ray_local()
         os.environ.setdefault(*ONE_MALLOC_ARENA)  # read by Ray's processes as they start (a user's own value stays)
-        context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+        # "local": a Ray of its own even where `ray start` left a cluster on this machine, which ray.init() with no
+        # address joins (ray/_private/services.py get_ray_address_from_environment): the sweep would run on it with
+        # its resources, unchecked, and end with it.
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
 

@@ -130,14 +130,16 @@ def _head(env: dict, options: list, port: int | None = None):
     """A head node of its own: its own ports and a short temporary folder. Stopped by ending the processes of its
     own session folder: `ray stop` would stop every Ray on the machine, a user's running sweeps included."""
     ray = shutil.which("ray", path=str(VENV_BIN))
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    # Short: Ray's socket paths must fit in 107 bytes. Its Ray folder is <temp_dir>/ray, as where RAY_TMPDIR=temp_dir
+    # points a driver: there `ray start` records its cluster as the one ray.init() without an address joins.
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     start = [
         ray,
         "start",
         "--head",
         f"--port={port or free_port()}",
         "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp_dir}",
+        f"--temp-dir={os.path.join(temp_dir, 'ray')}",
         # Ports of its own: another Ray on this machine (a user's sweep) holds the default ones, and a job agent that
         # cannot bind its port leaves `ray job submit` with "No available agent".
         f"--dashboard-agent-listen-port={free_port()}",
@@ -394,14 +396,24 @@ def _bound(sock: socket.socket, port: int) -> bool:
 
 
 def test_a_taken_dashboard_port_and_another_local_ray_leave_the_sweep_its_own_and_its_true_address(tmp_path):
-    """Ray's dashboard port (8265) held by something else, and another local Ray (a user's other sweep) running: the
-    sweep starts its own Ray beside them, and the address it prints is the one its dashboard answers on."""
+    """Ray's dashboard port (8265) held by something else, and another local Ray running, one that `ray start` made
+    and recorded as the cluster ray.init() joins: the sweep, given no --address, starts its own Ray beside them, and
+    the address it prints is the one its dashboard answers on."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(_port_taken(8265))
         other = stack.enter_context(_head(os.environ.copy(), ["--num-cpus=1", "--include-dashboard=false"]))
-        assert other
         log = tmp_path / "driver.log"
-        driver = start_driver("run", "synthetic", "--storage", tmp_path, "--name", "beside", *TWO_SMALL_TRIALS, log=log)
+        driver = start_driver(
+            "run",
+            "synthetic",
+            "--storage",
+            tmp_path,
+            "--name",
+            "beside",
+            *TWO_SMALL_TRIALS,
+            log=log,
+            env={"RAY_TMPDIR": other},  # where the other Ray's address is recorded
+        )
         address = wait_for(
             lambda: next((line.split()[-1] for line in log.read_text().splitlines() if "Ray dashboard:" in line), None),
             120,
@@ -413,5 +425,6 @@ def test_a_taken_dashboard_port_and_another_local_ray_leave_the_sweep_its_own_an
             urllib.request.urlopen(f"{address}/api/jobs/", timeout=10)
         assert answered.value.code == 401
         assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert "Connecting to existing Ray cluster" not in log.read_text()
     trials, _ = check_tables(tmp_path / "beside", 2)
     assert (trials.status == "TERMINATED").all()
