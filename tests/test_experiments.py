@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from sweeps import storage
 from sweeps.__main__ import main
 from sweeps.errors import SweepError
 from sweeps.experiments import EXPERIMENTS
-from sweeps.folder import claim
+from sweeps.folder import claim, tuner_saved_whole
 from sweeps.runner import build_datasets, prepare
 from sweeps.sweep import Sweep, command_line, load_sweep
 from sweeps.tuner import param_space
@@ -420,6 +421,16 @@ def test_a_damaged_sweep_record_is_named(tmp_path, capsys, command, damage):
     assert main([command, str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sweeps: error: {folder / 'sweep.json'}") and "\n" not in err
+
+
+def test_a_tuner_pickle_cut_short_empty_or_missing_is_told_from_a_whole_one(tmp_path):
+    """What resume saves again (folder.tuner_saved_whole); the fault tests resume such a sweep."""
+    whole = pickle.dumps({"param_space": {"lr": [1e-3, 1e-2]}, "name": "s" * 500}, protocol=pickle.HIGHEST_PROTOCOL)
+    for left, is_whole in ((whole, True), (whole[: len(whole) // 2], False), (whole[:-1], False), (b"", False)):
+        (tmp_path / "tuner.pkl").write_bytes(left)
+        assert tuner_saved_whole(str(tmp_path)) is is_whole, len(left)
+    (tmp_path / "tuner.pkl").unlink()
+    assert tuner_saved_whole(str(tmp_path)) is False
 
 
 def test_checkpoint_every_overrides_the_presets_and_is_in_the_command():

@@ -361,26 +361,17 @@ def _made_as_before(sweep_dir: Path, before: str) -> None:
     assert made.returncode == 0, made.stderr[-3000:]
 
 
-def test_a_sweep_whose_trials_were_named_train_resumes(tmp_path):
-    """Before version 0.2 Ray knew the trials as `train` (folders train_*), and Ray resumes a sweep only under the
-    name it was made with."""
-    sweep_dir = tmp_path / "legacy"
-    _made_as_before(sweep_dir, "sweeps.tuner.TRIAL_NAME = 'train'")
-    assert [d.name[:6] for d in sweep_dir.iterdir() if d.is_dir()] == ["train_", "train_"]
-
-    done = sweeps_cli("resume", sweep_dir, "--no-report")
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials, _ = check_tables(sweep_dir, 2)
-    assert (trials.status == "TERMINATED").all()
-
-
-def test_a_sweep_made_when_the_tuner_lived_in_sweeps_run_reports_and_resumes(tmp_path):
-    """Before version 0.5 the Tuner's module was sweeps.run, and Ray pickled its trials' folder namer under that name
-    into its state: the report and a resume read it back."""
-    sweep_dir = tmp_path / "before-0.5"
+def test_a_sweep_of_version_0_1_reports_and_resumes(tmp_path):
+    """As version 0.1 made them: Ray knew the trials as `train` (folders train_*; `trial` since 0.2), and Ray resumes
+    a sweep only under the name it was made with; the Tuner's module was sweeps.run (sweeps.tuner since 0.5), and Ray
+    pickled the trials' folder namer under that name into its state, which the report and a resume read back."""
+    sweep_dir = tmp_path / "version-0.1"
     _made_as_before(
-        sweep_dir, "sys.modules['sweeps.run'] = sweeps.tuner; sweeps.tuner.trial_folder.__module__ = 'sweeps.run'"
+        sweep_dir,
+        "sweeps.tuner.TRIAL_NAME = 'train'; "
+        "sys.modules['sweeps.run'] = sweeps.tuner; sweeps.tuner.trial_folder.__module__ = 'sweeps.run'",
     )
+    assert [d.name[:6] for d in sweep_dir.iterdir() if d.is_dir()] == ["train_", "train_"]
     assert b"sweeps.run" in (sweep_dir / "tuner.pkl").read_bytes()
     reported = sweeps_cli("report", sweep_dir)
     assert reported.returncode == 0, reported.stderr[-3000:]
@@ -431,15 +422,14 @@ def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(t
     assert f"{damaged}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
     assert {p: p.read_bytes() for p in damaged.rglob("*") if p.is_file()} == before
 
-    # Ray uploads tuner.pkl again in place at each save after a restore: a driver killed then leaves it empty or cut
-    # short. It holds the Tuner as the sweep began, which sweep.json describes: saved again, and the sweep resumes.
-    saved = (tmp_path / "whole" / "tuner.pkl").read_bytes()
-    for name, left in (("empty", b""), ("half", saved[: len(saved) // 2])):
-        cut = shutil.copytree(tmp_path / "whole", tmp_path / f"tuner-{name}")
-        (cut / "tuner.pkl").write_bytes(left)
-        done = sweeps_cli("resume", cut, "--no-report")
-        assert done.returncode == 0 and "2 finished" in done.stdout, done.stderr[-3000:]
-        assert list(pickletools.genops((cut / "tuner.pkl").read_bytes()))  # whole again (a ValueError where not)
+    # Ray uploads tuner.pkl again in place at each save after a restore: a driver killed then leaves it empty (as
+    # seen) or cut short (told apart in test_experiments). It holds the Tuner as the sweep began, which sweep.json
+    # describes: saved again, and the sweep resumes.
+    cut = shutil.copytree(tmp_path / "whole", tmp_path / "tuner-empty")
+    (cut / "tuner.pkl").write_bytes(b"")
+    done = sweeps_cli("resume", cut, "--no-report")
+    assert done.returncode == 0 and "2 finished" in done.stdout, done.stderr[-3000:]
+    assert list(pickletools.genops((cut / "tuner.pkl").read_bytes()))  # whole again (a ValueError where not)
 
     # A finished trial whose results file is lost is named once, not in Ray's warning about every pending trial.
     lost = shutil.copytree(tmp_path / "whole", tmp_path / "lost")

@@ -207,24 +207,32 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
     )
 
 
-def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
+def test_tensorboard_wandb_and_mlflow_record_every_epoch_read_back_by_their_own_libraries(tmp_path):
+    """One sweep with the three loggers: TensorBoard's event files read by TensorBoard, W&B in its offline mode (its
+    run files on disk) found by W&B's command line, MLflow in its SQLite store in the sweep folder read by MLflow's
+    client."""
+    from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    loggers = ["--logger", "tensorboard", "--logger", "wandb", "--logger", "mlflow"]
     done = sweeps_cli(
         "run",
         "synthetic",
         "--storage",
         tmp_path,
         "--name",
-        "tb",
+        "logged",
         "--no-report",
-        "--logger",
-        "tensorboard",
+        *loggers,
         *TWO_SMALL_TRIALS,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "tb" / "trials.parquet")
-    events = sorted((tmp_path / "tb").rglob("events.out.tfevents*"))
+    trials = pd.read_parquet(tmp_path / "logged" / "trials.parquet")
+    assert " ".join(loggers) in json.loads((tmp_path / "logged" / "sweep.json").read_text())["command"]
+
+    events = sorted((tmp_path / "logged").rglob("events.out.tfevents*"))
     assert len(events) == 2  # one file per trial, in its folder
     for path in events:
         accumulator = EventAccumulator(str(path.parent))
@@ -234,19 +242,6 @@ def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
         values = [e.value for e in accumulator.Scalars("ray/tune/val_mse")]
         trial = trials[trials.path.map(lambda p: Path(p).name) == path.parent.name].iloc[0]
         assert len(values) == 2 and min(values) == pytest.approx(trial.best_val_mse, rel=1e-6)
-    assert "--logger tensorboard" in json.loads((tmp_path / "tb" / "sweep.json").read_text())["command"]
-
-
-def test_wandb_and_mlflow_loggers_record_every_epoch_offline(tmp_path):
-    """W&B in its offline mode (its run files on disk), MLflow in its SQLite store in the sweep folder, read back by
-    MLflow's client and W&B's command line."""
-    from mlflow.tracking import MlflowClient
-
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    args = ["--storage", tmp_path, "--name", "logged", "--no-report", "--logger", "wandb", "--logger", "mlflow"]
-    done = sweeps_cli("run", "synthetic", *args, *TWO_SMALL_TRIALS, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "logged" / "trials.parquet")
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'logged' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("logged").experiment_id])
