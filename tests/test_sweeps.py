@@ -34,7 +34,7 @@ def data_for(name, mnist_root, stocks_csv):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, as the command line starts one
     yield
     ray.shutdown()
 
