@@ -116,7 +116,28 @@ def tune_config(**options) -> tune.TuneConfig:
 def result_loggers() -> list:
     """Tune's result files of every trial: result.json feeds collect, progress.csv is for people; the other loggers
     only when asked for (TensorBoard's doubled Tune's cost per epoch)."""
-    return [JsonLoggerCallback(), CSVLoggerCallback()]
+    return [ResultJson(), ProgressCsv()]
+
+
+class _KeepsTheDriversFile:
+    """Tune's JSON and CSV loggers copy a trial's file from the sweep's storage over the driver's own each time the
+    trial starts from a checkpoint (LoggerCallback._restore_from_remote, Ray 2.60), to carry the file over to a new
+    driver. In the same driver that copy is as old as the last sync of the driver's files to storage (every 10 s or
+    so): a trial that goes on after a pause at a rung or a killed worker lost the results logged since, for good
+    (seen: the epoch a trial paused at, gone from its result.json). The driver's own file, where it has one, is never
+    older. (Saved in tuner.pkl by name: a rename breaks resuming the sweeps made before it.)"""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if not os.path.exists(os.path.join(trial.local_path, file_name)):
+            super()._restore_from_remote(file_name, trial)
+
+
+class ResultJson(_KeepsTheDriversFile, JsonLoggerCallback):
+    pass
+
+
+class ProgressCsv(_KeepsTheDriversFile, CSVLoggerCallback):
+    pass
 
 
 def optuna_storage(sweep_dir: str):

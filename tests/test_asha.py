@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow.fs
 import pytest
 from ray.tune import ExperimentAnalysis
-from ray.tune.result import EXPR_RESULT_FILE
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from sweeps import sweep
@@ -24,6 +25,7 @@ from sweeps.__main__ import main
 from sweeps.asha import PromotionASHA, ResumableASHA, past_results
 from sweeps.hyperband import ResumableHyperBand
 from sweeps.schedulers import SCHEDULERS
+from sweeps.tuner import ProgressCsv, ResultJson
 from tests.sweeping import (
     TWO_SMALL_TRIALS,
     checkpoint_dirs,
@@ -112,6 +114,50 @@ def test_epochs_missing_from_a_trials_results_file_come_from_its_checkpoint(tria
         assert sorted(scheduler._brackets[0]._rungs[-1][1]) == sorted(t.trial_id for t in trials)
     finally:
         shutil.copy(tmp_path / EXPR_RESULT_FILE, results)
+
+
+class LoggedTrial:
+    """What Tune's result loggers see of a trial: its folder on the driver and on the sweep's storage, and whether it
+    goes on from a checkpoint."""
+
+    def __init__(self, driver_folder: Path, storage_folder: Path, checkpoint=None):
+        self.config, self.local_path, self.checkpoint = {}, str(driver_folder), checkpoint
+        self.storage = SimpleNamespace(
+            storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(storage_folder)
+        )
+        self.init_local_path()
+
+    def init_local_path(self):
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
+def log_epochs(logger, trial: LoggedTrial, epochs: list[int]) -> list[int]:
+    """The epochs in the trial's file on the driver once the logger has logged these."""
+    logger.log_trial_start(trial)
+    for epoch in epochs:
+        logger.log_trial_result(epoch, trial, {"epoch": epoch, "val_mse": 1 / epoch})
+    logger.log_trial_end(trial)
+    if isinstance(logger, JsonLoggerCallback):
+        return [r["epoch"] for r in results_reported(trial.local_path)]
+    return pd.read_csv(Path(trial.local_path, EXPR_PROGRESS_FILE)).epoch.tolist()
+
+
+@pytest.mark.parametrize(("ours", "rays"), [(ResultJson, JsonLoggerCallback), (ProgressCsv, CSVLoggerCallback)])
+def test_a_trial_going_on_from_a_checkpoint_keeps_the_results_its_driver_logged(tmp_path, ours, rays):
+    """A trial paused at a rung (or whose worker was killed) goes on from its checkpoint in the same driver: the
+    storage's copy of its results file is as old as the last sync (here: epoch 1 only). Ray's logger copies it over
+    the driver's; ours keeps the driver's. A new driver (a resume) has no file of its own: it takes storage's."""
+    stored = tmp_path / "storage"
+    assert log_epochs(rays(), LoggedTrial(stored, stored), [1]) == [1]
+    for logger_class, kept in [
+        (ours, [1, 2, 3]),
+        (rays, [1, 3]),
+    ]:  # (Ray's loses epoch 2: once Ray mends it, so can we)
+        logger, driver = logger_class(), tmp_path / logger_class.__name__
+        assert log_epochs(logger, LoggedTrial(driver, stored), [1, 2]) == [1, 2]
+        assert log_epochs(logger, LoggedTrial(driver, stored, checkpoint="epoch 2"), [3]) == kept, logger_class
+        resumed = tmp_path / f"{logger_class.__name__}-resumed"
+        assert log_epochs(logger_class(), LoggedTrial(resumed, stored, checkpoint="epoch 1"), [2]) == [1, 2]
 
 
 class Controller:
