@@ -228,8 +228,21 @@ def _ray_logs_in_brief():
             logger.removeFilter(drop)
 
 
+def skip_usage_tags() -> None:
+    """Tune tags its usage statistics with the sweep's callbacks as it starts, importing every logger integration it
+    knows to count them (MLflow's and W&B's import mlflow, fastapi and wandb where installed, as `make install`
+    installs them: 1.7 s of each sweep's start in the driver), whether the statistics are sent or not
+    (ray/air/_internal/usage.py tag_callbacks, Ray 2.60). They are off here unless a user turned them on
+    (cluster.keep_ray_local): then there is nothing to count."""
+    from ray._common.usage.usage_lib import usage_stats_enabled
+    from ray.air._internal import usage
+
+    if not usage_stats_enabled():
+        usage.tag_callbacks = lambda callbacks: False
+
+
 def tune_settings() -> None:
-    """What Tune reads from the environment when a Tuner starts (new or resumed).
+    """What Tune reads from the environment when a Tuner starts (new or resumed), and no usage tags (skip_usage_tags).
     - No TensorBoard: Tune adds its logger to the JSON and CSV ones of make_tuner unless told not to; it doubled
       Tune's own cost per reported epoch (`sweeps bench`), and nothing here reads it.
     - No warning that experiment snapshots come often: Tune forces one each time a trial has saved num_to_keep
@@ -237,3 +250,4 @@ def tune_settings() -> None:
       in the quick grid the driver, snapshots and all, used 8% of the CPU time of each trial worker (measured)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
+    skip_usage_tags()

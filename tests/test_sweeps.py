@@ -207,6 +207,27 @@ def test_optuna_search_is_seeded(local_ray, tmp_path):
     )
 
 
+def test_a_sweep_without_their_loggers_imports_neither_mlflow_nor_wandb(monkeypatch):
+    """Tune counts a sweep's callbacks for its usage statistics by importing the logger integrations it knows, mlflow
+    and wandb among them (installed here: 1.7 s of each sweep's start); with the statistics off, as the command line
+    sets them, it counts nothing. (Turned on by a user, Tune's own count stays.)"""
+    from ray.air._internal import usage
+
+    from sweeps import tuner
+
+    count = (
+        "import os, sys; os.environ['RAY_USAGE_STATS_ENABLED'] = '0'; from sweeps import tuner; tuner.skip_usage_tags();"
+        "from ray.air._internal import usage; usage.tag_callbacks(tuner.result_loggers());"
+        "print(sorted({'mlflow', 'wandb'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", count], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+    monkeypatch.setattr(usage, "tag_callbacks", rays := usage.tag_callbacks)  # (put back after the test)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    tuner.skip_usage_tags()
+    assert usage.tag_callbacks is rays
+
+
 def test_tensorboard_wandb_and_mlflow_record_every_epoch_read_back_by_their_own_libraries(tmp_path):
     """One sweep with the three loggers: TensorBoard's event files read by TensorBoard, W&B in its offline mode (its
     run files on disk) found by W&B's command line, MLflow in its SQLite store in the sweep folder read by MLflow's
