@@ -110,8 +110,9 @@ def check_temp_dir() -> None:
 ONE_MALLOC_ARENA = ("MALLOC_ARENA_MAX", "1")
 
 
-def start_ray(address: str | None = None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start the embedded local one on 127.0.0.1, dashboard included."""
+def start_ray(address: str | None = None, dashboard: bool = True) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start the embedded local one on 127.0.0.1, with its
+    dashboard unless `dashboard` is False (the dashboard's processes cost each start about 4 CPU-seconds)."""
     import ray
 
     if address or os.environ.get("RAY_ADDRESS"):
@@ -129,13 +130,13 @@ def start_ray(address: str | None = None) -> None:
         # "local": a Ray of its own even where `ray start` left a cluster on this machine, which ray.init() with no
         # address joins (ray/_private/services.py get_ray_address_from_environment): the sweep would run on it with
         # its resources, unchecked, and end with it.
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
+        context = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1")
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None):
+def ray_session(address: str | None = None, dashboard: bool = True):
     """Ray for the length of a sweep (start_ray), shut down before the command prints its last lines: Ray streams
     its processes' output to this one, and a line of theirs (a raylet's warning that the disk is nearly full) came
     after `sweeps: interrupted: continue with ...`, which must be the last thing a user reads."""
@@ -143,7 +144,7 @@ def ray_session(address: str | None = None):
 
     try:
         with signals.handlers_kept():  # (which may raise a stop signal once Ray has started: shut down below)
-            start_ray(address)
+            start_ray(address, dashboard)
         yield
     finally:
         ray.shutdown()  # a joined cluster only loses this driver

@@ -23,16 +23,27 @@ from sweeps.experiments import SOURCES
 from sweeps.sweep import FALLBACKS, STORAGE, Sweep, check_fallback, load_sweep
 
 
-def start(sweep: Sweep, storage_path: str = STORAGE, name: str | None = None, address: str | None = None) -> str:
-    """Run a new sweep to its end and write its tables; returns the sweep's folder."""
+def start(
+    sweep: Sweep,
+    storage_path: str = STORAGE,
+    name: str | None = None,
+    address: str | None = None,
+    dashboard: bool = True,
+) -> str:
+    """Run a new sweep to its end and write its tables; returns the sweep's folder. `dashboard`: whether the
+    embedded local Ray starts its dashboard (a cluster's is the cluster's)."""
     sweep_dir, datasets = prepare(sweep, storage_path, name, address)
     folder.claim(sweep, sweep_dir)
-    with _stopped_as_sweep(sweep_dir), lock.hold(sweep_dir), _ray(address):
+    with _stopped_as_sweep(sweep_dir), lock.hold(sweep_dir), _ray(address, dashboard):
         return tuner.fit(tuner.new(sweep, datasets, sweep_dir), sweep_dir)
 
 
 def resume(
-    sweep_dir: str, on_corrupt_checkpoint: str = FALLBACKS[0], data: str | None = None, address: str | None = None
+    sweep_dir: str,
+    on_corrupt_checkpoint: str = FALLBACKS[0],
+    data: str | None = None,
+    address: str | None = None,
+    dashboard: bool = True,
 ) -> str:
     """Continue an interrupted sweep: finished trials stay as they are, the others go on from their last checkpoint
     (or, where it cannot be read, from their previous one or from scratch: `on_corrupt_checkpoint`); `data`: where
@@ -46,7 +57,7 @@ def resume(
         _check(sweep, sweep_dir, address)
         analysis = folder.ray_state(sweep_dir)
         datasets = build_datasets(sweep)
-        with _stopped_as_sweep(sweep_dir), _ray(address):
+        with _stopped_as_sweep(sweep_dir), _ray(address, dashboard):
             if analysis is None:  # stopped before Ray Tune saved anything
                 made = tuner.new(sweep, datasets, sweep_dir)
             else:
@@ -100,10 +111,10 @@ def _stopped_as_sweep(sweep_dir: str):
 
 
 @contextlib.contextmanager
-def _ray(address: str | None):
+def _ray(address: str | None, dashboard: bool):
     """The Ray this process has, or one for the length of the sweep (cluster.ray_session)."""
     if ray.is_initialized():
         yield
     else:
-        with cluster.ray_session(address):
+        with cluster.ray_session(address, dashboard):
             yield

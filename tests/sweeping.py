@@ -20,10 +20,23 @@ TWO_SMALL_TRIALS = ["--epochs", "2", "--no-early-stop", "--set", "n=1000", "--se
                     "--set", "batch_size=64", "--set", "grad_clip=1", "--set", "lr=0.001,0.01"]  # fmt: skip
 
 
-def sweeps_cli(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+def sweeps_cli(*args, timeout=300, dashboard=False, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+        [sys.executable, "-m", "sweeps", *_command(args, dashboard)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
+
+
+def _command(args, dashboard: bool) -> list[str]:
+    """`sweeps ARGS`, where a sweep starts its local Ray without the dashboard unless the test asks for it
+    (`dashboard`): the dashboard's processes cost every Ray start about 4 CPU-seconds, a few minutes of the suite.
+    The tests of the dashboard, and the demo's, keep it."""
+    args = [str(a) for a in args]
+    starts_local_ray = args[:1] in (["run"], ["resume"]) and "--address" not in args and "--help" not in args
+    return args + ["--no-dashboard"] if starts_local_ray and not dashboard else args
 
 
 def free_port() -> int:
@@ -33,14 +46,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_driver(*args, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+def start_driver(*args, log: Path | None = None, env: dict | None = None, dashboard=False) -> subprocess.Popen:
     """`sweeps ...` in the background, in a session of its own: killing the session kills the driver and the
     local Ray it started, as a lost machine would. Ctrl-C (SIGINT) reaches it as it reaches a command typed at a
     terminal, even where the tests themselves run as a background job, which inherits SIGINT ignored. `env`: variables
-    added to this process's environment."""
+    added to this process's environment; `dashboard`: as for sweeps_cli."""
     out = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps", *map(str, args)],
+        [sys.executable, "-m", "sweeps", *_command(args, dashboard)],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -58,9 +71,10 @@ def wait_for(condition, timeout: float, what: str, driver: subprocess.Popen | No
     """Poll `condition` until it returns something true; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        ended = driver is not None and driver.poll() is not None  # (asked first: it may end after writing it)
         if value := condition():
             return value
-        if driver is not None and driver.poll() is not None:
+        if ended:
             pytest.fail(f"the driver ended (status {driver.returncode}) before {what}")
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")

@@ -202,21 +202,23 @@ def test_readme_job_submission(head_node, tmp_path):
     assert len(trials) == 4 and (trials.status == "TERMINATED").all()
 
 
-def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended():
+def test_the_sweeps_ray_is_shut_down_before_the_command_says_how_it_ended(capsys):
     """Ray streams its processes' lines to the driver until it shuts down: a raylet's disk warning once came after
-    `sweeps: interrupted: continue with ...` (tests/test_faults.py), so the session ends before those last lines."""
+    `sweeps: interrupted: continue with ...` (tests/test_faults.py), so the session ends before those last lines.
+    (Without the dashboard, as `--no-dashboard` starts it: no address to print; with it, the test below.)"""
     import ray
 
     from sweeps.cluster import ray_session
     from sweeps.errors import SweepInterrupted
 
-    with pytest.raises(SweepInterrupted), ray_session():
+    with pytest.raises(SweepInterrupted), ray_session(dashboard=False):
         assert ray.is_initialized()
         raise SweepInterrupted("/nowhere")
     assert not ray.is_initialized()
+    assert "Ray dashboard" not in capsys.readouterr().out
 
 
-def test_trial_workers_keep_one_malloc_arena():
+def test_trial_workers_keep_one_malloc_arena(capsys):
     """A worker of the sweep's embedded Ray runs with one malloc arena (sweeps.cluster.ONE_MALLOC_ARENA), where the
     thread Tune trains in keeps the memory it frees (lstm_ae.allocator); cluster.yaml starts its nodes so."""
     import ray
@@ -226,6 +228,7 @@ def test_trial_workers_keep_one_malloc_arena():
     with mock.patch.dict(os.environ), ray_session():
         os.environ.pop("MALLOC_ARENA_MAX", None)  # (the test's own process may have one; the session sets it)
         assert ray.get(ray.remote(lambda: os.environ.get("MALLOC_ARENA_MAX")).remote()) == "1"
+    assert "Ray dashboard: http://127.0.0.1:" in capsys.readouterr().out  # the dashboard, unless told otherwise
     config = yaml.safe_load(Path("cluster.yaml").read_text())
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("MALLOC_ARENA_MAX=1 " in command for command in starts if "ray start" in command)
@@ -413,6 +416,7 @@ def test_a_taken_dashboard_port_and_another_local_ray_leave_the_sweep_its_own_an
             *TWO_SMALL_TRIALS,
             log=log,
             env={"RAY_TMPDIR": other},  # where the other Ray's address is recorded
+            dashboard=True,
         )
         address = wait_for(
             lambda: next((line.split()[-1] for line in log.read_text().splitlines() if "Ray dashboard:" in line), None),

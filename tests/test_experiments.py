@@ -12,7 +12,7 @@ import time
 import pytest
 from ray import tune
 
-from sweeps import storage
+from sweeps import __main__, storage
 from sweeps.__main__ import main
 from sweeps.errors import SweepError
 from sweeps.experiments import EXPERIMENTS
@@ -267,6 +267,20 @@ def test_cli_as_a_user_runs_it():
     listing = listing.stdout
     for name in EXPERIMENTS:
         assert name in listing
+
+
+@pytest.mark.parametrize("command", [["run", "synthetic"], ["resume", "somewhere"]])
+def test_no_dashboard_reaches_the_runner_and_is_refused_with_an_address(command, monkeypatch, capsys):
+    from sweeps import runner
+
+    started = []
+    monkeypatch.setattr(runner, command[0] if command[0] == "resume" else "start", lambda *a: started.append(a[-1]))
+    monkeypatch.setattr(__main__, "_finish", lambda *a: None)
+    assert main([*command, "--no-dashboard"]) == 0 and main(command) == 0 and started == [False, True]
+    with pytest.raises(SystemExit) as refused:
+        main([*command, "--no-dashboard", "--address", "auto"])
+    assert refused.value.code == 2
+    assert "argument --address: not allowed with argument --no-dashboard" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["resume", "report", "status"])

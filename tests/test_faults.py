@@ -427,7 +427,7 @@ def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(t
     (path,) = damaged.glob("experiment_state-*.json")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short, as by a full disk or a lost mount
     before = {p: p.read_bytes() for p in damaged.rglob("*") if p.is_file()}
-    done = sweeps_cli("resume", damaged, "--no-report")
+    done = sweeps_cli("resume", damaged, "--no-report", dashboard=True)  # (which would say where, had Ray started)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
     assert f"{damaged}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
     assert {p: p.read_bytes() for p in damaged.rglob("*") if p.is_file()} == before

@@ -126,9 +126,8 @@ def _check_forecast_table(report: str, sweep: Sweep) -> None:
 @pytest.mark.timeout(1200)
 def test_synthetic_grid_runs_24_trials_and_asha_stops_some(tmp_path):
     # The demo itself (two minutes on 2 idle cores); the timeout leaves room for a slow or shared machine.
-    done = sweeps_cli(
-        "run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report", timeout=900
-    )
+    demo = ["run", "synthetic", "--preset", "quick", "--storage", tmp_path, "--name", "grid", "--no-report"]
+    done = sweeps_cli(*demo, timeout=900, dashboard=True)
     assert done.returncode == 0, done.stderr[-3000:]
     trials, _ = check_tables(tmp_path / "grid", 24)
     assert 0 < trials.stopped_early.sum() < 24
