@@ -269,12 +269,12 @@ def test_cli_as_a_user_runs_it():
         assert name in listing
 
 
-@pytest.mark.parametrize("command", [["run", "synthetic"], ["resume", "somewhere"]])
-def test_no_dashboard_reaches_the_runner_and_is_refused_with_an_address(command, monkeypatch, capsys):
+@pytest.mark.parametrize("command, entry", [(["run", "synthetic"], "start"), (["resume", "somewhere"], "resume")])
+def test_no_dashboard_reaches_the_runner_and_is_refused_with_an_address(command, entry, monkeypatch, capsys):
     from sweeps import runner
 
     started = []
-    monkeypatch.setattr(runner, command[0] if command[0] == "resume" else "start", lambda *a: started.append(a[-1]))
+    monkeypatch.setattr(runner, entry, lambda *a: started.append(a[-1]))
     monkeypatch.setattr(__main__, "_finish", lambda *a: None)
     assert main([*command, "--no-dashboard"]) == 0 and main(command) == 0 and started == [False, True]
     with pytest.raises(SystemExit) as refused:
