@@ -9,6 +9,7 @@ output, and the trial goes on from its previous readable checkpoint or from scra
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -174,11 +175,22 @@ def _readable(candidates: list[tune.Checkpoint], trial: str) -> dict:
     readable = {}
     for candidate in candidates:
         try:
-            with candidate.as_directory() as folder:
+            with _folder(candidate) as folder:
                 readable[candidate] = load(folder)
         except CheckpointError as error:
             print(f"trial {trial}: {error}", file=sys.stderr, flush=True)
     return readable
+
+
+@contextlib.contextmanager
+def _folder(checkpoint: tune.Checkpoint):
+    """The checkpoint's folder where it is on this machine, else a copy (Ray's as_directory, which also copies one
+    on a file system it does not know as this machine's own: storage.for_ray's, whose links the copy would hide)."""
+    if storage.on_this_machine(checkpoint.filesystem):
+        yield checkpoint.path
+    else:
+        with checkpoint.as_directory() as folder:
+            yield folder
 
 
 def _say_going_on(trial: str, which: str, checkpoint: tune.Checkpoint, loaded: tuple, why: str = "") -> None:
@@ -224,7 +236,7 @@ def _newest_readable(checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
     readable = {}
     for candidate in _siblings(checkpoint):
         try:
-            with candidate.as_directory() as folder:
+            with _folder(candidate) as folder:
                 readable[candidate] = load(folder)[0]["epoch"]
         except CheckpointError:
             continue

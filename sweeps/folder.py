@@ -3,6 +3,7 @@ the claim that makes it the sweep's; for a resume, that Ray Tune's state there c
 
     sweep_dir = folder.place(sweep, "results", "demo")   # SweepError where the name or the place will not do
     folder.claim(sweep, sweep_dir)                        # sweep.json, created exclusively
+    folder.tidy(sweep_dir)                                # a stopped run's half-written files removed
     analysis = folder.ray_state(sweep_dir)                # Ray's record of the trials (None: none yet)
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickletools
+import sys
 from pathlib import Path
 
 from ray import tune
@@ -88,11 +90,24 @@ def ray_state(sweep_dir: str) -> tune.ExperimentAnalysis | None:
     return analysis
 
 
+def tidy(sweep_dir: str) -> None:
+    """Before a resume: remove the files a stopped run left half-written under their temporary names (storage's own
+    writes and Ray's, storage.for_ray), saying how many."""
+    removed = storage.remove_temporaries(sweep_dir)
+    if removed:
+        print(
+            f"sweeps: removed {len(removed)} half-written file(s) the stopped run left, such as {removed[0]}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def tuner_saved_whole(sweep_dir: str) -> bool:
     """Whether Ray's pickle of the sweep's Tuner (`tuner.pkl`) is whole, walked opcode by opcode (nothing in it runs).
-    After a restore Ray uploads it again, in place, with every save of the experiment's state (Tune's
-    sync_down_experiment_state stages every .pkl and .json of the folder): a driver killed in that upload leaves it
-    cut short or empty. What it holds is the Tuner as the sweep began, which sweep.json describes whole."""
+    After a restore Ray uploads it again with every save of the experiment's state (Tune's
+    sync_down_experiment_state stages every .pkl and .json of the folder), which before version 0.6 it did in place
+    (storage.WholeFiles since): a driver killed in that upload left it cut short or empty. What it holds is the
+    Tuner as the sweep began, which sweep.json describes whole."""
     try:
         for _ in pickletools.genops(storage.read_bytes(storage.join(sweep_dir, "tuner.pkl"))):
             pass

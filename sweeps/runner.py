@@ -55,6 +55,7 @@ def resume(
         if data:
             sweep.data = storage.absolute(data)
         _check(sweep, sweep_dir, address)
+        folder.tidy(sweep_dir)
         analysis = folder.ray_state(sweep_dir)
         datasets = build_datasets(sweep)
         with _stopped_as_sweep(sweep_dir), _ray(address, dashboard):

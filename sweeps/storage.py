@@ -1,6 +1,7 @@
 """Where sweeps live: a local folder or a URI of shared storage (s3://, gs://, an NFS path), through pyarrow's
 file systems. Files are written whole under a temporary name, then renamed: a crash or a full disk never
-leaves half a Parquet file where a reader would take it for the real one.
+leaves half a Parquet file where a reader would take it for the real one. Ray Tune writes a local sweep's files the
+same way (`for_ray`).
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 import uuid
 
+import fsspec.implementations.local
 import pandas as pd
+import pyarrow
 import pyarrow.fs
 
 from sweeps.errors import first_line
@@ -145,9 +149,33 @@ def read_bytes(location: str) -> bytes:
         return stream.readall()
 
 
+TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{8}$")  # the end of a temporary name (_temporary)
+
+
+def _temporary(path: str) -> str:
+    """Where a file is written before it is renamed to `path`: beside it (a rename within one file system), under a
+    name no reader takes for it (Ray looks for `experiment_state-*.json`, `*.pkl`, `checkpoint_*`)."""
+    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def remove_temporaries(location: str) -> list[str]:
+    """Delete the files anywhere under the folder `location` that a writer killed midway left under their temporary
+    names (never read, the file they were to replace is whole); their paths."""
+    fs, path = _fs(location)
+    selector = pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)
+    found = sorted(
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pyarrow.fs.FileType.File and TEMPORARY.search(info.base_name)
+    )
+    for temporary in found:
+        fs.delete_file(temporary)
+    return found
+
+
 def write_bytes(location: str, data: bytes) -> None:
     fs, path = _fs(location)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    temporary = _temporary(path)
     try:
         with fs.open_output_stream(temporary) as stream:
             stream.write(data)
@@ -178,3 +206,69 @@ def read_parquet(location: str) -> pd.DataFrame:
     # destructor; apache/arrow#33975 and #50482, where the exit hangs instead).
     fs, path = _fs(location)
     return pd.read_parquet(path, filesystem=fs)
+
+
+def for_ray(location: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """`location` as Ray Tune's storage_path and storage_filesystem: a folder of this machine (a path or a file://
+    URI) through WholeFiles; a URI of an object store as Ray resolves it itself (an object appears there only once
+    its upload is complete)."""
+    fs, path = _fs(location)
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        return path, pyarrow.fs.PyFileSystem(WholeFiles())
+    return location, None
+
+
+def on_this_machine(fs: pyarrow.fs.FileSystem) -> bool:
+    """Whether a path of `fs` is a path of this machine's own file system (pyarrow's, or WholeFiles)."""
+    return isinstance(fs, pyarrow.fs.LocalFileSystem) or (
+        isinstance(fs, pyarrow.fs.PyFileSystem) and isinstance(fs.handler, WholeFiles)
+    )
+
+
+class WholeFiles(pyarrow.fs.FSSpecHandler):
+    """This machine's file system, each file written under a temporary name beside its own and renamed to it once
+    whole. Ray uploads its record of a sweep (`experiment_state-*.json`; after a resume, `tuner.pkl` and sweep.json
+    as well) into the sweep's folder in place, with pyarrow's copy_files: a driver killed during that upload left
+    the file empty or cut short, and the sweep could not be resumed (seen in the suite, killed as HyperBand paused
+    its trials, which makes Tune save at once). Now the file there is the last whole one."""
+
+    def __init__(self):
+        super().__init__(fsspec.implementations.local.LocalFileSystem())
+
+    def get_type_name(self) -> str:
+        return "local"  # as Ray names this machine's file system in its messages
+
+    def open_output_stream(self, path: str, metadata) -> pyarrow.NativeFile:
+        return pyarrow.PythonFile(_RenamedWhenWhole(path), mode="w")
+
+
+class _RenamedWhenWhole(io.FileIO):
+    """A file written under a temporary name and renamed to `path` when closed; removed instead where a write
+    failed (a full disk). No fsync: what this guards against is a killed process, whose written pages the kernel
+    keeps; storage.create syncs the one file that must survive the machine (sweep.json)."""
+
+    def __init__(self, path: str):
+        self.final_path = path
+        self.failed = False
+        super().__init__(_temporary(path), "wb")
+
+    def write(self, data) -> int:
+        """All of `data` (Arrow does not look at how much one write took)."""
+        rest = memoryview(data).cast("B")
+        size = rest.nbytes
+        try:
+            while rest:
+                rest = rest[super().write(rest) :]
+        except BaseException:
+            self.failed = True
+            raise
+        return size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        if self.failed:
+            os.remove(self.name)
+        else:
+            os.replace(self.name, self.final_path)

@@ -89,9 +89,11 @@ def new(sweep: Sweep, datasets: dict, sweep_dir: str) -> tune.Tuner:
         trial_dirname_creator=functools.partial(trial_folder, tuple(sweep.swept())),
     )
     storage_path, name = storage.parent_and_name(sweep_dir)
+    storage_path, filesystem = storage.for_ray(storage_path)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_path,
+        storage_filesystem=filesystem,
         failure_config=tune.FailureConfig(max_failures=3),  # a killed worker restarts from its last checkpoint
         # The two best checkpoints by the metric, and always the latest (to resume from; it also carries the best
         # epoch's weights, which older checkpoints lack). Ray snapshots the experiment each time a trial saved
@@ -163,11 +165,13 @@ def restored(
     # The name the trials were made under, as Ray recorded it: `train` before version 0.2 (docs/files.md: a sweep of
     # any earlier version resumes).
     name = analysis.trials[0].trainable_name if analysis.trials else TRIAL_NAME
+    path, filesystem = storage.for_ray(sweep_dir)
     return tune.Tuner.restore(
-        sweep_dir,
+        path,
         trainable(sweep, datasets, on_corrupt_checkpoint, name=name),
         resume_unfinished=True,
         resume_errored=True,
+        storage_filesystem=filesystem,
     )
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from pyarrow.fs import PyFileSystem
 from ray import tune
 
 from lstm_ae.model import LSTMAutoencoder
-from sweeps import checkpoints
+from sweeps import checkpoints, storage
 from sweeps.checkpoints import CheckpointError
 from sweeps.experiments import EXPERIMENTS
 from sweeps.trial import keep_if_better
@@ -48,14 +49,19 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
     assert not Path(MARKER).exists()
 
 
-def test_a_checkpoint_file_that_links_outside_the_sweep_is_refused_and_the_previous_one_used(tmp_path, capsys):
+@pytest.mark.parametrize("filesystem", [None, PyFileSystem(storage.WholeFiles())], ids=["pyarrow", "sweeps"])
+def test_a_checkpoint_file_that_links_outside_the_sweep_is_refused_and_the_previous_one_used(
+    tmp_path, capsys, filesystem
+):
+    """Whichever file system of this machine Ray gives the checkpoint (storage.for_ray: the sweeps' own), the trial
+    reads the folder itself, not a copy that would hide the link."""
     folders = write_checkpoints(tmp_path / "trial")
     outside = tmp_path / "elsewhere.pt"
     shutil.move(folders[-1] / checkpoints.MODEL_FILE, outside)  # a whole, readable model.pt, out of the sweep
     (folders[-1] / checkpoints.MODEL_FILE).symlink_to(outside)
     with pytest.raises(CheckpointError, match=f"{folders[-1] / 'model.pt'}: it is a symbolic link \\(to {outside}"):
         checkpoints.load(folders[-1])
-    state, _ = checkpoints.restore(tune.Checkpoint(str(folders[-1])), "previous", "t")
+    state, _ = checkpoints.restore(tune.Checkpoint(str(folders[-1]), filesystem=filesystem), "previous", "t")
     assert state["epoch"] == 6 and "nothing outside the sweep is read as a checkpoint" in capsys.readouterr().err
 
 

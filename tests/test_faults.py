@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+import pyarrow.fs
 import pytest
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
@@ -362,6 +363,68 @@ def test_writes_to_a_full_disk_keep_the_previous_file(tiny_disk):
     assert [p.name for p in tiny_disk.iterdir()] == ["trials.parquet"]
 
 
+def test_rays_writes_to_a_full_disk_keep_the_previous_file(tiny_disk, tmp_path):
+    """Ray's uploads into a local sweep folder (storage.for_ray) end as storage's own writes do."""
+    from sweeps import storage
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "experiment_state.json").write_bytes(b"x" * 1_000_000)
+    path, filesystem = storage.for_ray(str(tiny_disk))
+    (tiny_disk / "experiment_state.json").write_text("{}")
+    with pytest.raises(OSError, match="No space left on device"):
+        pyarrow.fs.copy_files(str(staged), path, destination_filesystem=filesystem)
+    assert [p.name for p in tiny_disk.iterdir()] == ["experiment_state.json"]
+    assert (tiny_disk / "experiment_state.json").read_text() == "{}"
+
+
+# A driver that kills itself and its Ray (the whole session, as a lost machine) halfway through writing a file of
+# Ray's record of the sweep into the sweep's folder, the second time it does.
+KILLED_IN_AN_UPLOAD = """
+import os, signal, sys
+from sweeps import storage
+from sweeps.__main__ import main
+
+uploads = []
+
+def write(self, data, write=storage._RenamedWhenWhole.write):
+    if os.path.basename(self.final_path).startswith("experiment_state-"):
+        uploads.append(self.final_path)
+        if len(uploads) == 2:
+            write(self, memoryview(data).cast("B")[: len(data) // 2])
+            os.killpg(0, signal.SIGKILL)
+    return write(self, data)
+
+storage._RenamedWhenWhole.write = write
+sys.exit(main())
+"""
+
+
+def test_a_driver_killed_while_ray_uploads_its_state_resumes_from_the_last_whole_one(tmp_path):
+    """Ray uploads its state into the sweep's folder with pyarrow's copy_files, which wrote over the file in place:
+    a driver killed then (seen when HyperBand paused trials, which makes Tune save at once) left it empty and the
+    sweep beyond resuming. Through storage.for_ray the folder keeps the previous, whole one."""
+    sweep_dir = tmp_path / "killed-in-an-upload"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_AN_UPLOAD, *map(str, run_args(sweep_dir, 6, "--no-dashboard"))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (state,) = sweep_dir.glob("experiment_state-*.json")
+    (cut_short,) = sweep_dir.glob("experiment_state-*.json.tmp-*")  # the upload the kill stopped
+    assert json.loads(state.read_text())
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut_short.read_text())
+    done = sweeps_cli("resume", sweep_dir, "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "half-written file(s) the stopped run left" in done.stderr and not list(sweep_dir.rglob("*.tmp-*"))
+    trials, _ = check_tables(sweep_dir, 2)
+    assert (trials.status == "TERMINATED").all() and (trials.epochs == 6).all()
+
+
 def _made_as_before(sweep_dir: Path, before: str) -> None:
     """A one-epoch sweep made by a driver in which `before` (Python) first set things as an older version had them."""
     code = f"import sys, sweeps.tuner; {before}; from sweeps.__main__ import main; sys.exit(main())"
@@ -432,9 +495,9 @@ def test_a_sweep_stopped_while_ray_starts_resumes_and_a_damaged_state_is_named(t
     assert f"{damaged}: Ray Tune's state cannot be read" in done.stderr and "Ray dashboard" not in done.stdout
     assert {p: p.read_bytes() for p in damaged.rglob("*") if p.is_file()} == before
 
-    # Ray uploads tuner.pkl again in place at each save after a restore: a driver killed then leaves it empty (as
-    # seen) or cut short (told apart in test_experiments). It holds the Tuner as the sweep began, which sweep.json
-    # describes: saved again, and the sweep resumes.
+    # Before 0.6 Ray uploaded tuner.pkl again in place at each save after a restore: a driver killed then left it
+    # empty (as seen) or cut short (told apart in test_experiments). It holds the Tuner as the sweep began, which
+    # sweep.json describes: saved again, and the sweep resumes.
     cut = shutil.copytree(tmp_path / "whole", tmp_path / "tuner-empty")
     (cut / "tuner.pkl").write_bytes(b"")
     done = sweeps_cli("resume", cut, "--no-report")
