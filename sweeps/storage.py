@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 
@@ -235,22 +236,42 @@ class WholeFiles(pyarrow.fs.FSSpecHandler):
     def __init__(self):
         super().__init__(fsspec.implementations.local.LocalFileSystem())
 
+    def __eq__(self, other) -> bool:
+        # pyarrow copies between two file systems it finds equal with the source's copy_file, not through
+        # open_output_stream: a copy into this one must not be taken for one within fsspec's.
+        return isinstance(other, WholeFiles)
+
     def get_type_name(self) -> str:
         return "local"  # as Ray names this machine's file system in its messages
 
     def open_output_stream(self, path: str, metadata) -> pyarrow.NativeFile:
         return pyarrow.PythonFile(_RenamedWhenWhole(path), mode="w")
 
+    def copy_file(self, src: str, dest: str) -> None:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)  # as fsspec's own copy_file
+        with open(src, "rb") as source, _RenamedWhenWhole(dest) as target:
+            shutil.copyfileobj(source, target)
+
 
 class _RenamedWhenWhole(io.FileIO):
-    """A file written under a temporary name and renamed to `path` when closed; removed instead where a write
-    failed (a full disk). No fsync: what this guards against is a killed process, whose written pages the kernel
-    keeps; storage.create syncs the one file that must survive the machine (sweep.json)."""
+    """A file written under a temporary name and renamed to `path` when closed; removed instead where writing it
+    failed (a full disk; a `with` block left by an exception) or it was dropped unclosed (Arrow leaves the
+    destination of a copy whose source failed to the garbage collector). No fsync: what this guards against is a
+    killed process, whose written pages the kernel keeps; storage.create syncs the one file that must survive the
+    machine (sweep.json)."""
 
     def __init__(self, path: str):
         self.final_path = path
         self.failed = False
         super().__init__(_temporary(path), "wb")
+
+    def __exit__(self, kind, *rest):
+        self.failed = self.failed or kind is not None
+        return super().__exit__(kind, *rest)
+
+    def __del__(self):
+        self.failed = True  # dropped unclosed: what it holds is not known to be whole (closed: nothing to do)
+        super().__del__()
 
     def write(self, data) -> int:
         """All of `data` (Arrow does not look at how much one write took)."""
@@ -261,6 +282,7 @@ class _RenamedWhenWhole(io.FileIO):
                 rest = rest[super().write(rest) :]
         except BaseException:
             self.failed = True
+            self.close()  # removed now: a full disk wants its space back, whenever Arrow lets go of this stream
             raise
         return size
 

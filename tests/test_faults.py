@@ -2,6 +2,8 @@
 the driver, a node removed from a cluster, a truncated checkpoint, a diverging trial, a full disk) and checks that
 the sweep goes on and that nothing finished is lost or run again."""
 
+import gc
+import io
 import json
 import re
 import shutil
@@ -11,8 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec.implementations.local
 import pandas as pd
 import psutil
+import pyarrow
 import pyarrow.fs
 import pytest
 from ray.cluster_utils import Cluster
@@ -376,6 +380,46 @@ def test_rays_writes_to_a_full_disk_keep_the_previous_file(tiny_disk, tmp_path):
         pyarrow.fs.copy_files(str(staged), path, destination_filesystem=filesystem)
     assert [p.name for p in tiny_disk.iterdir()] == ["experiment_state.json"]
     assert (tiny_disk / "experiment_state.json").read_text() == "{}"
+
+
+class _SourceLostMidway(pyarrow.fs.FSSpecHandler):
+    """This machine's files, each of which fails to be read after its first 7 bytes (a mount lost midway)."""
+
+    def __init__(self):
+        super().__init__(fsspec.implementations.local.LocalFileSystem())
+
+    def open_input_stream(self, path):
+        class Failing(io.RawIOBase):
+            def readable(self):
+                return True
+
+            def readinto(self, buffer):
+                if getattr(self, "started", False):
+                    raise OSError("the mount is gone")
+                self.started = True
+                buffer[:7] = b"partial"
+                return 7
+
+        return pyarrow.PythonFile(Failing(), mode="r")
+
+
+def test_rays_copies_whose_source_fails_midway_keep_the_previous_file(tmp_path):
+    from sweeps import storage
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "experiment_state.json").write_text("{}")
+    path, filesystem = storage.for_ray(str(tmp_path / "sweep"))
+    with pytest.raises(OSError, match="the mount is gone"):
+        pyarrow.fs.copy_files(
+            str(tmp_path / "sweep" / "experiment_state.json"),
+            f"{path}/experiment_state.json",
+            source_filesystem=pyarrow.fs.PyFileSystem(_SourceLostMidway()),
+            destination_filesystem=filesystem,
+            chunk_size=10,
+        )
+    gc.collect()  # (Arrow leaves the destination stream to the garbage collector)
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["experiment_state.json"]
+    assert (tmp_path / "sweep" / "experiment_state.json").read_text() == "{}"
 
 
 # A driver that kills itself and its Ray (the whole session, as a lost machine) halfway through writing a file of
