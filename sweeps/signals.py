@@ -20,6 +20,8 @@ own SIGTERM handlers are undone once Ray has started (`handlers_kept`):
     with interrupting():              # Interrupt (a KeyboardInterrupt) on SIGINT, SIGTERM or SIGHUP
         with handlers_kept():
             ray.init()
+
+A trial's worker ends on Ray's SIGTERM even where Python dropped its exit (`ray_worker_ends_on_sigterm`).
 """
 
 from __future__ import annotations
@@ -62,9 +64,35 @@ _windows = 0
 
 
 def _rays_sigterm_exit(error: BaseException) -> bool:
-    """Ray's SIGTERM handlers (ray/_private/worker.py and node.py, both named sigterm_handler) end in sys.exit."""
+    """Ray's SIGTERM handlers (ray/_private/worker.py, for a driver and for a worker, and node.py, all named
+    sigterm_handler) end in SystemExit."""
     where = traceback.extract_tb(error.__traceback__)
-    return isinstance(error, SystemExit) and bool(where) and where[-1].name == "sigterm_handler"
+    return isinstance(error, SystemExit) and any(frame.name == "sigterm_handler" for frame in where)
+
+
+_in_a_worker = False  # whether ray_worker_ends_on_sigterm has set its hook in this process
+
+
+def ray_worker_ends_on_sigterm() -> None:
+    """In a trial's worker, once per process: Ray ends a worker it no longer needs with SIGTERM, whose handler
+    raises SystemExit. Where that lands in a garbage collector's callback, Python drops it with a traceback in the
+    sweep's output ("Exception ignored in: <function WeakSet...>", at the end of about one demo sweep in eight) and
+    the worker goes on; here the signal is sent again instead, for Ray's handler to end the worker outside it (from
+    another thread, a moment later: sent from the hook, it would be handled in the hook, and dropped again)."""
+    global _in_a_worker
+    if _in_a_worker:
+        return
+    _in_a_worker, hook = True, sys.unraisablehook
+
+    def dropped(unraisable):
+        if _rays_sigterm_exit(unraisable.exc_value):
+            resent = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+            resent.daemon = True
+            resent.start()
+        else:
+            hook(unraisable)
+
+    sys.unraisablehook = dropped
 
 
 @contextlib.contextmanager

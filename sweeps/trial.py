@@ -25,7 +25,7 @@ from lstm_ae.data import Split, Splits
 from lstm_ae.model import LSTMAutoencoder
 from lstm_ae.precision import PrecisionUnavailable
 from lstm_ae.train import Fit, fit
-from sweeps import checkpoints, hyperparameters
+from sweeps import checkpoints, hyperparameters, signals
 from sweeps.experiments import EXPERIMENTS
 from sweeps.sweep import FALLBACKS
 
@@ -88,6 +88,7 @@ def run_trial(
     own data hyperparameters; `pause_at`: the epochs at which the scheduler may pause the trial, which it resumes from
     the checkpoint of that epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the driver's output
+    signals.ray_worker_ends_on_sigterm()
     # Ray sets OMP_NUM_THREADS=1 in workers; give torch the CPUs this trial was given instead.
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
     start, history = checkpoints.restore(

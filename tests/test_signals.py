@@ -163,6 +163,26 @@ def test_a_dropped_interrupt_with_nowhere_to_go_ends_the_process_on_its_signal()
     assert ended.returncode == -signal.SIGTERM and "Exception ignored" not in ended.stderr, ended.stderr
 
 
+def test_a_trial_worker_whose_exit_python_dropped_ends_as_ray_meant_without_a_traceback():
+    """Ray ends a trial's worker with SIGTERM; its handler's SystemExit, raised in a garbage collector's callback,
+    was dropped with a traceback in the sweep's output (seen at the end of the demo) and the worker went on."""
+    script = (
+        "import signal, time\n"
+        "from sweeps import signals\n"
+        "from tests.test_signals import _SignalledInADestructor\n"
+        "def sigterm_handler(signum, frame):  # as a Ray worker's (ray/_private/worker.py)\n"
+        "    raise SystemExit(1)\n"
+        "signal.signal(signal.SIGTERM, sigterm_handler)\n"
+        "signals.ray_worker_ends_on_sigterm()\n"
+        "_SignalledInADestructor(signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+        "print('went on')\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 1 and "Exception ignored" not in ended.stderr, ended.stderr
+    assert "went on" not in ended.stdout
+
+
 def test_a_stopped_sweeps_handler_outlasts_the_command(handlers_restored):
     """After a stop, the command's last lines are still printed under the handler that tells a second signal to
     wait: leaving `interrupting` keeps it."""
