@@ -231,7 +231,8 @@ class WholeFiles(pyarrow.fs.FSSpecHandler):
     whole. Ray uploads its record of a sweep (`experiment_state-*.json`; after a resume, `tuner.pkl` and sweep.json
     as well) into the sweep's folder in place, with pyarrow's copy_files: a driver killed during that upload left
     the file empty or cut short, and the sweep could not be resumed (seen in the suite, killed as HyperBand paused
-    its trials, which makes Tune save at once). Now the file there is the last whole one."""
+    its trials, which makes Tune save at once). Now the file there is the last whole one. Ray pickles this class
+    into its state of every local sweep from version 0.6: its name and module stay (docs/files.md)."""
 
     def __init__(self):
         super().__init__(fsspec.implementations.local.LocalFileSystem())
