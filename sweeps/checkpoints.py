@@ -91,7 +91,7 @@ def read_history(checkpoint: tune.Checkpoint) -> pd.DataFrame:
     """Every epoch `checkpoint` records (its metrics file alone, local or remote)."""
     path = f"{checkpoint.path.rstrip('/')}/{METRICS_FILE}"
     try:
-        return pd.read_parquet(path, filesystem=checkpoint.filesystem)
+        return pd.read_parquet(path, filesystem=storage.native(checkpoint.filesystem))
     except Exception as error:  # truncated, missing, not Parquet
         raise CheckpointError(path, _described(error)) from error
 

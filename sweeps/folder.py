@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickletools
 import sys
+import time
 from pathlib import Path
 
 from ray import tune
@@ -93,7 +94,7 @@ def ray_state(sweep_dir: str) -> tune.ExperimentAnalysis | None:
 def tidy(sweep_dir: str) -> None:
     """Before a resume: remove the files a stopped run left half-written under their temporary names (storage's own
     writes and Ray's, storage.for_ray), saying how many."""
-    removed = storage.remove_temporaries(sweep_dir)
+    removed = storage.remove_temporaries(sweep_dir, before=time.time())
     if removed:
         print(
             f"sweeps: removed {len(removed)} half-written file(s) the stopped run left, such as {removed[0]}",

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -77,18 +79,25 @@ def ray_worker_ends_on_sigterm() -> None:
     """In a trial's worker, once per process: Ray ends a worker it no longer needs with SIGTERM, whose handler
     raises SystemExit. Where that lands in a garbage collector's callback, Python drops it with a traceback in the
     sweep's output ("Exception ignored in: <function WeakSet...>", at the end of about one demo sweep in eight) and
-    the worker goes on; here the signal is sent again instead, for Ray's handler to end the worker outside it (from
-    another thread, a moment later: sent from the hook, it would be handled in the hook, and dropped again)."""
+    the worker goes on; here the signal is sent again instead, for Ray's handler to end the worker outside it: from a
+    thread started now, a moment later (sent from the hook, it would be handled in the hook and dropped again; a
+    thread started in the hook could wait forever on a lock of `threading` that the collector interrupted)."""
     global _in_a_worker
     if _in_a_worker:
         return
-    _in_a_worker, hook = True, sys.unraisablehook
+    _in_a_worker, hook, asked = True, sys.unraisablehook, queue.SimpleQueue()
+
+    def resend():
+        while True:
+            asked.get()
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=resend, name="resend-sigterm", daemon=True).start()
 
     def dropped(unraisable):
         if _rays_sigterm_exit(unraisable.exc_value):
-            resent = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
-            resent.daemon = True
-            resent.start()
+            asked.put(None)  # (SimpleQueue.put: safe in a collector's callback)
         else:
             hook(unraisable)
 

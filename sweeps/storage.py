@@ -6,11 +6,13 @@ same way (`for_ray`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 
@@ -159,19 +161,28 @@ def _temporary(path: str) -> str:
     return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
 
 
-def remove_temporaries(location: str) -> list[str]:
+def remove_temporaries(location: str, before: float) -> list[str]:
     """Delete the files anywhere under the folder `location` that a writer killed midway left under their temporary
-    names (never read, the file they were to replace is whole); their paths."""
+    names (never read, the file they were to replace is whole), last written before the time `before`: one written
+    since is a live writer's (the lock's heartbeat, a report); their paths."""
     fs, path = _fs(location)
     selector = pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)
     found = sorted(
         info.path
         for info in fs.get_file_info(selector)
-        if info.type == pyarrow.fs.FileType.File and TEMPORARY.search(info.base_name)
+        if info.type == pyarrow.fs.FileType.File
+        and TEMPORARY.search(info.base_name)
+        and info.mtime is not None
+        and info.mtime.timestamp() < before
     )
+    removed = []
     for temporary in found:
-        fs.delete_file(temporary)
-    return found
+        try:
+            fs.delete_file(temporary)
+            removed.append(temporary)
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            continue
+    return removed
 
 
 def write_bytes(location: str, data: bytes) -> None:
@@ -219,6 +230,12 @@ def for_ray(location: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
     return location, None
 
 
+def native(fs: pyarrow.fs.FileSystem) -> pyarrow.fs.FileSystem:
+    """`fs`, or pyarrow's own LocalFileSystem in place of WholeFiles, to read with: reading needs no temporary names,
+    and Arrow reading through Python file objects aborted a driver at its exit (see read_parquet)."""
+    return pyarrow.fs.LocalFileSystem() if on_this_machine(fs) else fs
+
+
 def on_this_machine(fs: pyarrow.fs.FileSystem) -> bool:
     """Whether a path of `fs` is a path of this machine's own file system (pyarrow's, or WholeFiles)."""
     return isinstance(fs, pyarrow.fs.LocalFileSystem) or (
@@ -250,25 +267,23 @@ class WholeFiles(pyarrow.fs.FSSpecHandler):
 
     def copy_file(self, src: str, dest: str) -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)  # as fsspec's own copy_file
-        with open(src, "rb") as source, _RenamedWhenWhole(dest) as target:
+        with open(src, "rb") as source, _RenamedWhenWhole(dest) as target:  # (an exception: not renamed, see close)
             shutil.copyfileobj(source, target)
 
 
 class _RenamedWhenWhole(io.FileIO):
-    """A file written under a temporary name and renamed to `path` when closed; removed instead where writing it
-    failed (a full disk; a `with` block left by an exception) or it was dropped unclosed (Arrow leaves the
-    destination of a copy whose source failed to the garbage collector). No fsync: what this guards against is a
-    killed process, whose written pages the kernel keeps; storage.create syncs the one file that must survive the
-    machine (sweep.json)."""
+    """A file written under a temporary name and renamed to `path` when closed; removed instead where writing or
+    closing it failed (a full disk), where it is closed as an exception passes (Ray writes `tuner.pkl` in a `with`
+    block, whose exit closes the stream whatever happened: a stop signal while it pickled would have put an empty
+    file in place), or where it was dropped unclosed (Arrow leaves the destination of a copy whose source failed to
+    the garbage collector). No fsync: what this guards against is a killed process, whose written pages the kernel
+    keeps, not a machine that loses power; storage.create syncs the one file that must survive that (sweep.json)."""
 
     def __init__(self, path: str):
         self.final_path = path
         self.failed = False
+        self._passing_at_open = sys.exc_info()[1]  # (one being handled where the file was opened is no failure)
         super().__init__(_temporary(path), "wb")
-
-    def __exit__(self, kind, *rest):
-        self.failed = self.failed or kind is not None
-        return super().__exit__(kind, *rest)
 
     def __del__(self):
         self.failed = True  # dropped unclosed: what it holds is not known to be whole (closed: nothing to do)
@@ -290,8 +305,16 @@ class _RenamedWhenWhole(io.FileIO):
     def close(self) -> None:
         if self.closed:
             return
-        super().close()
-        if self.failed:
-            os.remove(self.name)
-        else:
-            os.replace(self.name, self.final_path)
+        passing = sys.exc_info()[1]
+        self.failed = self.failed or (passing is not None and passing is not self._passing_at_open)
+        try:
+            super().close()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            if self.failed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.name)
+            elif self.closed:
+                os.replace(self.name, self.final_path)

@@ -5,12 +5,14 @@ the sweep goes on and that nothing finished is lost or run again."""
 import gc
 import io
 import json
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import fsspec.implementations.local
@@ -420,6 +422,42 @@ def test_rays_copies_whose_source_fails_midway_keep_the_previous_file(tmp_path):
     gc.collect()  # (Arrow leaves the destination stream to the garbage collector)
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["experiment_state.json"]
     assert (tmp_path / "sweep" / "experiment_state.json").read_text() == "{}"
+
+
+def test_a_file_ray_writes_in_a_block_an_exception_leaves_keeps_the_previous_one(tmp_path):
+    """Ray writes tuner.pkl in a `with` block, whose exit closes the stream whatever happened: a stop signal while
+    it pickled must not put what was written so far in place. One opened while an exception is being handled is
+    written as usual."""
+    from sweeps import storage
+
+    path, filesystem = storage.for_ray(str(tmp_path))
+    (tmp_path / "tuner.pkl").write_bytes(b"whole")
+    with pytest.raises(KeyboardInterrupt), filesystem.open_output_stream(f"{path}/tuner.pkl") as stream:
+        stream.write(b"cut")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["tuner.pkl"] and (tmp_path / "tuner.pkl").read_bytes() == b"whole"
+    try:
+        raise ValueError
+    except ValueError:
+        with filesystem.open_output_stream(f"{path}/tuner.pkl") as stream:
+            stream.write(b"new")
+    assert (tmp_path / "tuner.pkl").read_bytes() == b"new"
+
+
+def test_resume_removes_only_the_temporaries_written_before_it_began(tmp_path):
+    """A killed run's leftovers go; one written since is a live writer's (the lock's heartbeat, a report)."""
+    from sweeps import storage
+
+    (tmp_path / "trial").mkdir()
+    left = tmp_path / "trial" / "result.json.tmp-0123abcd"
+    other = tmp_path / "notes.tmp-files"  # not a temporary name of ours
+    live = tmp_path / "driver.lock.tmp-89abcdef"
+    for old in (left, other):
+        old.write_text("{")
+        os.utime(old, (time.time() - 60,) * 2)
+    live.write_text("{")
+    assert storage.remove_temporaries(str(tmp_path), before=time.time() - 1) == [str(left)]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [live.name, other.name]
 
 
 # A driver that kills itself and its Ray (the whole session, as a lost machine) halfway through writing a file of
