@@ -316,5 +316,5 @@ class _RenamedWhenWhole(io.FileIO):
             if self.failed:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.name)
-            elif self.closed:
+            else:
                 os.replace(self.name, self.final_path)
